@@ -1,0 +1,114 @@
+"""Global magnitude threshold on ResNet-50 kernel shapes: our exact search vs jnp.sort vs numpy.
+
+Prints, for each sparsity, the median wall time of
+  * ``jnp.sort``: the textbook reference (sort the concatenated |w|, take the k-th value, compare),
+  * ``jaxprune``: ``jp.global_mask(jp.scores.magnitude(params), s)`` (default exact search),
+  * ``np.partition``: numpy's introselect of the k-th value on a host copy (threshold only),
+and the ratios between them, plus the extra device memory XLA reserves for each jitted
+computation (``memory_analysis().temp_size_in_bytes``) next to the size of the params.
+It also checks that our mask equals the stable-argsort reference bit for bit.
+
+Usage: python benchmarks/global_threshold.py [--repeats 5] [--sparsities 0.9,0.99]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxprune as jp
+
+
+def resnet50_kernel_shapes() -> list[tuple[int, ...]]:
+    """The 54 prunable kernels of ResNet-50 (stem, 16 bottlenecks, 4 projections, fc)."""
+    shapes = [(7, 7, 3, 64)]
+    c_in = 64
+    for width, blocks in zip([64, 128, 256, 512], [3, 4, 6, 3], strict=True):
+        for b in range(blocks):
+            shapes += [(1, 1, c_in, width), (3, 3, width, width), (1, 1, width, 4 * width)]
+            if b == 0:
+                shapes.append((1, 1, c_in, 4 * width))
+            c_in = 4 * width
+    shapes.append((2048, 1000))
+    return shapes
+
+
+def median_time(fn, repeats: int) -> float:
+    jax.block_until_ready(fn())  # compile / warm up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def temp_bytes(jitted, *args) -> int:
+    analysis = jitted.lower(*args).compile().memory_analysis()
+    return int(getattr(analysis, "temp_size_in_bytes", 0)) if analysis is not None else 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--sparsities", default="0.9,0.99")
+    parser.add_argument("--no-check", action="store_true", help="skip the argsort agreement check")
+    args = parser.parse_args()
+
+    shapes = resnet50_kernel_shapes()
+    rng = np.random.default_rng(0)
+    params = {
+        f"layer_{i:02d}": {"kernel": jnp.asarray(
+            rng.standard_normal(s, dtype=np.float32) * np.sqrt(2.0 / np.prod(s[:-1])))}
+        for i, s in enumerate(shapes)
+    }
+    total = sum(int(np.prod(s)) for s in shapes)
+    param_bytes = 4 * total
+    host = np.concatenate([np.asarray(p["kernel"]).ravel() for p in params.values()])
+    print(f"backend={jax.default_backend()} devices={jax.device_count()} "
+          f"leaves={len(shapes)} weights={total:,} params={param_bytes / 2**20:.1f} MiB")
+
+    ours = jax.jit(lambda p, s: jp.global_mask(jp.scores.magnitude(p), s))
+
+    @jax.jit
+    def sort_reference(p, k):
+        flat = jnp.abs(jnp.concatenate([leaf.reshape(-1) for leaf in jax.tree.leaves(p)]))
+        threshold = jnp.sort(flat)[flat.size - k]
+        return jax.tree.map(lambda w: jnp.abs(w) >= threshold, p)
+
+    header = f"{'sparsity':>8} {'jnp.sort s':>11} {'jaxprune s':>11} {'np.part s':>10} " \
+             f"{'sort/ours':>10} {'ours/np':>8}"
+    print(header)
+    for s in [float(x) for x in args.sparsities.split(",")]:
+        k = jp.n_keep_for(s, total)
+        t_sort = median_time(lambda k=k: sort_reference(params, k), args.repeats)
+        t_ours = median_time(lambda s=s: ours(params, jnp.float32(s)), args.repeats)
+        t_np = median_time(
+            lambda k=k: np.partition(np.abs(host), total - k)[total - k], args.repeats)
+        print(f"{s:8.3f} {t_sort:11.3f} {t_ours:11.3f} {t_np:10.3f} "
+              f"{t_sort / t_ours:9.1f}x {t_ours / t_np:7.2f}x")
+        mask = ours(params, jnp.float32(s))
+        kept = sum(int(m.sum()) for m in jax.tree.leaves(mask))
+        assert kept == k, (kept, k)
+        if not args.no_check:
+            reference = jax.jit(
+                lambda p, s: jp.global_mask(jp.scores.magnitude(p), s, method="sort"))(params, s)
+            same = all(bool((a == b).all()) for a, b in
+                       zip(jax.tree.leaves(mask), jax.tree.leaves(reference), strict=True))
+            print(f"         kept {kept:,} = round((1-s)N); equal to stable argsort: {same}")
+            assert same
+
+    extra_ours = temp_bytes(ours, params, jnp.float32(0.9))
+    extra_sort = temp_bytes(sort_reference, params, 1000)
+    print(f"extra device memory: jaxprune {extra_ours / 2**20:.1f} MiB "
+          f"({extra_ours / param_bytes:.1%} of params), jnp.sort {extra_sort / 2**20:.1f} MiB "
+          f"({extra_sort / param_bytes:.1%} of params); masks themselves are {total / 2**20:.1f} MiB"
+          " (bool)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,248 @@
+"""Scoring functions and their registry.
+
+A score maps a params pytree to a pytree of the same structure and shapes; larger means more
+important. Every scorer is called as ``fn(params, **ctx)`` and must accept (and may ignore) the
+context keywords ``key``, ``batch``, ``apply_fn`` and any others, so that training code can call
+any registered score the same way.
+
+A notebook adds a score in three lines::
+
+    @jp.scores.register("my_score")
+    def my_score(params, **ctx):
+        return jax.tree.map(lambda w: w**2, params)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxprune.pruning.select import check_sparsity, global_mask
+from jaxprune.pruning.tree import PyTree
+
+ScoreFn = Callable[..., PyTree]
+_REGISTRY: dict[str, ScoreFn] = {}
+
+
+def register(name: str, *, overwrite: bool = False) -> Callable[[ScoreFn], ScoreFn]:
+    """Decorator that registers a scoring function under ``name``.
+
+    Args:
+      name: registry name, e.g. ``"magnitude"``.
+      overwrite: allow replacing an existing score (off by default to catch typos).
+
+    Raises:
+      ValueError: if ``name`` is taken and ``overwrite`` is false.
+    """
+
+    def decorator(fn: ScoreFn) -> ScoreFn:
+        if name in _REGISTRY and not overwrite and _REGISTRY[name] is not fn:
+            raise ValueError(f"score {name!r} is already registered; pass overwrite=True")
+        _REGISTRY[name] = fn
+        return fn
+
+    return decorator
+
+
+def get(name: str) -> ScoreFn:
+    """Returns the registered score ``name``.
+
+    Raises:
+      KeyError: naming the unknown score and listing the known ones.
+    """
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown score {name!r}; known scores: {names()}")
+    return _REGISTRY[name]
+
+
+def names() -> list[str]:
+    """Registered score names, sorted."""
+    return sorted(_REGISTRY)
+
+
+@register("magnitude")
+def magnitude(params: PyTree, **ctx) -> PyTree:
+    """``|w|`` for every leaf (Global MP ranks these)."""
+    del ctx
+    return jax.tree.map(jnp.abs, params)
+
+
+@register("random")
+def random(params: PyTree, *, key: jax.Array | None = None, **ctx) -> PyTree:
+    """Uniform ``[0, 1)`` scores, one independent draw per leaf (``fold_in(key, leaf_index)``).
+
+    Raises:
+      ValueError: if no ``key`` is given.
+    """
+    del ctx
+    if key is None:
+        raise ValueError("score 'random' needs key=<a jax PRNG key>")
+    leaves, treedef = jax.tree.flatten(params)
+    draws = [
+        jax.random.uniform(jax.random.fold_in(key, i), jnp.shape(leaf))
+        for i, leaf in enumerate(leaves)
+    ]
+    return jax.tree.unflatten(treedef, draws)
+
+
+def _cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Mean cross-entropy; ``labels`` are class indices or (one-hot / soft) distributions."""
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    if labels.ndim == logits.ndim:
+        return -jnp.mean(jnp.sum(labels * log_probs, axis=-1))
+    picked = jnp.take_along_axis(log_probs, labels.astype(jnp.int32)[..., None], axis=-1)
+    return -jnp.mean(picked)
+
+
+def _masked(params: PyTree, mask: PyTree | None) -> PyTree:
+    if mask is None:
+        return params
+    return jax.tree.map(lambda w, m: jnp.where(m, w, jnp.zeros_like(w)), params, mask)
+
+
+@register("snip")
+def snip(
+    params: PyTree,
+    *,
+    batch: dict[str, jax.Array] | None = None,
+    apply_fn: Callable[[PyTree, jax.Array], jax.Array] | None = None,
+    mask: PyTree | None = None,
+    **ctx,
+) -> PyTree:
+    """SNIP connection sensitivity (Lee et al. 2019): ``|g * w|`` on one batch.
+
+    ``g`` is the gradient of the mean cross-entropy of ``apply_fn(params, batch["image"])``
+    against ``batch["label"]`` (class indices, or one-hot rows). With ``mask`` the masked params
+    are scored, so pruned weights score 0.
+
+    Raises:
+      ValueError: if ``batch`` (with ``"image"`` and ``"label"``) or ``apply_fn`` is missing.
+    """
+    del ctx
+    if apply_fn is None:
+        raise ValueError("score 'snip' needs apply_fn=<(params, images) -> logits>")
+    if batch is None or "image" not in batch or "label" not in batch:
+        got = None if batch is None else sorted(batch)
+        raise ValueError(f"score 'snip' needs batch={{'image': ..., 'label': ...}}, got {got}")
+    weights = _masked(params, mask)
+
+    def loss(p):
+        return _cross_entropy(apply_fn(p, batch["image"]), jnp.asarray(batch["label"]))
+
+    grads = jax.grad(loss)(weights)
+    return jax.tree.map(lambda g, w: jnp.abs(g * w), grads, weights)
+
+
+def _synflow_input(sample_input: jax.Array | None, batch: dict | None, dtype: Any) -> jax.Array:
+    if sample_input is None and batch is not None and "image" in batch:
+        sample_input = batch["image"]
+    if sample_input is None:
+        raise ValueError("score 'synflow' needs sample_input=<an input batch> (or batch['image'])")
+    return jnp.ones((1, *jnp.shape(sample_input)[1:]), dtype)
+
+
+def _synflow_raw(params: PyTree, mask: PyTree | None, apply_fn, x: jax.Array) -> PyTree:
+    weights = jax.tree.map(lambda w: jnp.abs(jnp.asarray(w, x.dtype)), _masked(params, mask))
+
+    def total(p):
+        return sum(jnp.sum(out.astype(x.dtype)) for out in jax.tree.leaves(apply_fn(p, x)))
+
+    grads = jax.grad(total)(weights)
+    return jax.tree.map(lambda g, w: g * w, grads, weights)
+
+
+def _normalised(raw: PyTree) -> PyTree:
+    """Divides by the global maximum (ranking unchanged) and casts to float32.
+
+    Raises:
+      ValueError: if the scores overflowed (inf or NaN).
+    """
+    leaves = [leaf for leaf in jax.tree.leaves(raw) if jnp.size(leaf)]
+    top = jnp.max(jnp.stack([jnp.max(leaf) for leaf in leaves]))
+    if not bool(jnp.isfinite(top)):
+        raise ValueError(
+            f"synflow scores overflowed (max {top}); evaluate apply_fn in float64 "
+            "(e.g. model.clone(linear=True, dtype=jnp.float64)) or in a shallower network"
+        )
+    scale = jnp.where(top > 0, top, 1)
+    return jax.tree.map(lambda s: (s / scale).astype(jnp.float32), raw)
+
+
+@register("synflow")
+def synflow(
+    params: PyTree,
+    *,
+    apply_fn: Callable[[PyTree, jax.Array], Any] | None = None,
+    sample_input: jax.Array | None = None,
+    batch: dict[str, jax.Array] | None = None,
+    mask: PyTree | None = None,
+    **ctx,
+) -> PyTree:
+    """One round of SynFlow (Tanaka et al. 2020): ``|dR/dw * w|``, data-free.
+
+    ``R = sum(apply_fn(|params|, ones))`` with one all-ones input shaped like ``sample_input``
+    (or ``batch["image"]``) and every parameter replaced by its absolute value (pruned ones by
+    0). ``apply_fn`` should run the model in its linear mode (``model.clone(linear=True)``). The
+    pass runs under ``jax.enable_x64`` with float64 inputs and weights, so a model that computes in
+    its inputs' dtype (Flax with ``dtype=None``, or ``dtype=jnp.float64``) does not overflow in deep
+    nets; scores are then divided by their global maximum (one constant: global ranking is
+    unchanged) and returned as float32. The full method prunes iteratively: see
+    :func:`synflow_mask`.
+
+    Raises:
+      ValueError: if ``apply_fn`` or the input is missing, or the scores overflow.
+    """
+    del ctx
+    if apply_fn is None:
+        raise ValueError("score 'synflow' needs apply_fn=<(params, x) -> output>")
+    with jax.enable_x64(True):
+        x = _synflow_input(sample_input, batch, jnp.float64)
+        return _normalised(_synflow_raw(params, mask, apply_fn, x))
+
+
+def synflow_mask(
+    params: PyTree,
+    sparsity: float,
+    *,
+    apply_fn: Callable[[PyTree, jax.Array], Any],
+    sample_input: jax.Array,
+    rounds: int = 100,
+    prunable: Any = None,
+) -> PyTree:
+    """Iterative SynFlow pruning to ``sparsity`` (Tanaka et al. 2020, Algorithm 1).
+
+    Round ``k = 1..rounds`` scores the currently masked params with :func:`synflow` and keeps
+    the global top ``(1 - sparsity) ** (k / rounds)`` fraction (exponential schedule) with
+    ``jp.global_mask``. Already pruned weights score below every kept one, so masks are nested.
+
+    Args:
+      params: the params pytree (at initialisation).
+      sparsity: final pruned fraction over the prunable leaves.
+      apply_fn: ``apply_fn(params, x)`` in linear mode (see :func:`synflow`).
+      sample_input: an input batch (its shape without the batch axis is used).
+      rounds: number of pruning rounds (100 in the paper).
+      prunable: which leaves are prunable.
+
+    Returns:
+      A bool mask pytree like ``params`` with exactly ``round((1 - sparsity) * N)`` kept.
+
+    Raises:
+      ValueError: if ``rounds < 1`` or ``sparsity`` is not in ``[0, 1]``.
+    """
+    check_sparsity(sparsity)
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"rounds must be a positive int, got {rounds!r}")
+    mask = jax.tree.map(lambda w: jnp.ones(jnp.shape(w), bool), params)
+    with jax.enable_x64(True):
+        x = _synflow_input(sample_input, None, jnp.float64)
+    raw_fn = jax.jit(lambda p, m: _synflow_raw(p, m, apply_fn, x))
+    for k in range(1, rounds + 1):
+        with jax.enable_x64(True):
+            scores = _normalised(raw_fn(params, mask))
+        scores = jax.tree.map(lambda s, m: jnp.where(m, s, -1.0), scores, mask)
+        step_sparsity = sparsity if k == rounds else 1.0 - (1.0 - sparsity) ** (k / rounds)
+        mask = global_mask(scores, step_sparsity, prunable=prunable)
+    return mask

@@ -1,0 +1,377 @@
+"""Exact mask selection: global (Global MP, with Minimum Threshold), layerwise and random.
+
+Semantics (``../shared/DESIGN.md``):
+
+* Sparsity ``s`` is the pruned fraction over the prunable leaves; exactly
+  ``n_keep = round((1 - s) * N)`` entries are kept (half rounds up). For a Python/numpy ``s``
+  the rounding is exact (decimal arithmetic on ``repr(s)``); for a traced ``s`` (inside
+  ``jax.jit``) it is done in float32, which can differ only when ``(1 - s) * N`` lies within
+  float32 rounding error of a half-integer.
+* Ties are broken deterministically: earlier leaf in ``jax.tree.flatten`` order first, then lower
+  flat index (what a stable descending sort of the concatenated scores gives). Scores compare as
+  canonical float32 (``-0 == 0``, subnormals == 0, ``+-inf`` == ``+-float32.max``).
+* **Minimum Threshold** (Gupta et al.): ``min_keep`` gives each prunable layer a floor. Every
+  layer first keeps its top ``min(floor, n_l)`` entries; the rest of the budget goes by the global
+  ranking over the remaining entries; the total is still exactly ``n_keep``. Forms:
+  an ``int`` (the same count for every layer), ``{"fraction_of_total": f}`` (``round(f * N)``
+  per layer, as in the paper), or ``{layer_name: count}`` (missing layers get no floor).
+* Masks are bool pytrees shaped like the scores, all-True on leaves that are not prunable.
+
+Validation: with concrete inputs, a sparsity outside ``[0, 1]`` or NaN, NaN scores and infeasible
+floors raise ``ValueError`` before anything is computed. Under ``jax.jit`` the same checks run on
+the device and raise through ``jax.debug.callback`` when they fail.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Mapping
+from fractions import Fraction
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxprune.pruning import topk
+from jaxprune.pruning.tree import (
+    Prunable,
+    PyTree,
+    check_same_structure,
+    layer_names,
+    prunable_flags,
+)
+
+MinKeep = None | int | Mapping[str, Any]
+
+
+def _is_traced(x: Any) -> bool:
+    return isinstance(x, jax.core.Tracer)
+
+
+def n_keep_for(sparsity: float, total: int) -> int:
+    """Number of entries kept at ``sparsity`` over ``total``: ``round((1 - s) * N)``, half up.
+
+    Args:
+      sparsity: pruned fraction, in ``[0, 1]``.
+      total: number of prunable entries.
+
+    Raises:
+      ValueError: if ``sparsity`` is NaN or outside ``[0, 1]``.
+    """
+    check_sparsity(sparsity)
+    exact = (1 - Fraction(repr(float(sparsity)))) * total
+    return math.floor(exact + Fraction(1, 2))
+
+
+def check_sparsity(sparsity: Any, field: str = "sparsity") -> None:
+    """Raises ``ValueError`` naming ``field`` unless ``sparsity`` is a number in ``[0, 1]``."""
+    value = float(sparsity)
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{field} must be in [0, 1], got {sparsity!r}")
+
+
+def _traced_n_keep(sparsity: jax.Array, total: int) -> jax.Array:
+    s = jnp.asarray(sparsity, jnp.float32)
+    return jnp.floor((1 - s) * jnp.float32(total) + 0.5).astype(jnp.int32)
+
+
+def _raise_if(flag: jax.Array, message: str) -> None:
+    """Raises ``ValueError(message)`` from the device when ``flag`` is true (jit-safe)."""
+
+    def check(value):
+        if bool(value):
+            raise ValueError(message)
+
+    jax.debug.callback(check, flag)
+
+
+def _prunable_leaves(scores: PyTree, prunable: Prunable):
+    names = layer_names(scores)
+    leaves, treedef = jax.tree.flatten(scores)
+    flags = prunable_flags(scores, prunable)
+    return names, leaves, treedef, flags
+
+
+def _check_scores(names, leaves, flags) -> None:
+    """Raises on NaN scores (eagerly if concrete, on device if traced)."""
+    for name, leaf, flag in zip(names, leaves, flags, strict=True):
+        if not flag or np.size(leaf) == 0:
+            continue
+        if not jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.floating):
+            continue
+        nan = topk.has_nan([jnp.asarray(leaf)])
+        message = f"scores[{name!r}] contains NaN; scores must be numbers"
+        if _is_traced(nan):
+            _raise_if(nan, message)
+        elif bool(nan):
+            raise ValueError(message)
+
+
+@functools.partial(jax.jit, static_argnames=("with_floors", "method"))
+def _global_select(leaves, n_keep, floors, with_floors: bool, method: str):
+    """Jitted core of ``global_mask`` (cached per shapes; inlined under an outer jit)."""
+    groups = list(range(len(leaves)))
+    if not with_floors:
+        return topk.top_k_masks(leaves, [0] * len(leaves), n_keep[None], method)
+    floor_masks = topk.top_k_masks(leaves, groups, floors, method)
+    # Floor-kept entries leave the global ranking (they rank below every real score).
+    rest = [jnp.where(m, -jnp.inf, s) for m, s in zip(floor_masks, leaves, strict=True)]
+    extra = topk.top_k_masks(rest, [0] * len(leaves), (n_keep - jnp.sum(floors))[None], method)
+    return [f | r for f, r in zip(floor_masks, extra, strict=True)]
+
+
+@functools.partial(jax.jit, static_argnames=("method",))
+def _layer_select(leaves, ks, method: str):
+    """Jitted core of ``layerwise_mask``: leaf ``i`` keeps its top ``ks[i]``."""
+    return topk.top_k_masks(leaves, list(range(len(leaves))), ks, method)
+
+
+def _check_no_sentinel(leaves: list[jax.Array]) -> None:
+    """MT parks floor-kept entries at -inf (below every score); real -inf/-max scores would tie."""
+    lowest = jnp.min(jnp.stack([jnp.min(x) for x in leaves]))
+    bad = lowest <= -topk.MAX_FLOAT
+    message = "scores equal to -inf or -float32.max cannot be combined with min_keep"
+    if _is_traced(bad):
+        _raise_if(bad, message)
+    elif bool(bad):
+        raise ValueError(message)
+
+
+def _assemble(leaves, flags, treedef, kept: dict[int, jax.Array]) -> PyTree:
+    masks = []
+    for i, (leaf, flag) in enumerate(zip(leaves, flags, strict=True)):
+        shape = np.shape(leaf)
+        if not flag:
+            masks.append(jnp.ones(shape, bool))
+        elif i in kept:
+            masks.append(kept[i])
+        else:  # empty prunable leaf
+            masks.append(jnp.ones(shape, bool))
+    return jax.tree.unflatten(treedef, masks)
+
+
+def floors_for(min_keep: MinKeep, names: list[str], sizes: list[int], total: int) -> list[int]:
+    """Per-layer floors ``min(floor, n_l)`` for the prunable layers ``names``.
+
+    Raises:
+      ValueError: on negative floors, a bad fraction, or unknown layer names.
+    """
+    if min_keep is None:
+        return [0] * len(names)
+    if isinstance(min_keep, bool) or not isinstance(min_keep, int | Mapping):
+        raise ValueError(
+            "min_keep must be None, an int, {'fraction_of_total': f} or {layer: count}, "
+            f"got {min_keep!r}"
+        )
+    if isinstance(min_keep, int):
+        per_layer = dict.fromkeys(names, min_keep)
+    elif set(min_keep) == {"fraction_of_total"}:
+        fraction = float(min_keep["fraction_of_total"])
+        if math.isnan(fraction) or not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"min_keep['fraction_of_total'] must be in [0, 1], got {fraction}")
+        count = math.floor(Fraction(repr(fraction)) * total + Fraction(1, 2))
+        per_layer = dict.fromkeys(names, count)
+    else:
+        unknown = sorted(set(min_keep) - set(names))
+        if unknown:
+            raise ValueError(f"min_keep names unknown layers {unknown}; prunable layers: {names}")
+        per_layer = {name: min_keep.get(name, 0) for name in names}
+    floors = []
+    for name, size in zip(names, sizes, strict=True):
+        value = per_layer[name]
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+            raise ValueError(f"min_keep[{name!r}] must be a non-negative int, got {value!r}")
+        floors.append(min(int(value), size))
+    return floors
+
+
+def global_mask(
+    scores: PyTree,
+    sparsity: float | jax.Array,
+    min_keep: MinKeep = None,
+    prunable: Prunable = None,
+    method: str = "search",
+) -> PyTree:
+    """Global ranking mask (Global MP when ``scores`` are magnitudes), with optional MT floors.
+
+    Args:
+      scores: pytree of score arrays (higher = more important), e.g. ``jp.scores.magnitude(p)``.
+      sparsity: target pruned fraction over prunable leaves; may be traced.
+      min_keep: Minimum Threshold floors (see module docstring); ``None`` for plain Global MP.
+      prunable: which leaves are prunable (see ``jaxprune.pruning.tree``).
+      method: ``"search"`` (fast exact, default) or ``"sort"`` (``jnp.argsort`` reference).
+
+    Returns:
+      A bool pytree like ``scores`` with exactly ``n_keep`` True entries over prunable leaves.
+
+    Raises:
+      ValueError: bad sparsity, NaN scores, infeasible floors (sum of floors > n_keep).
+
+    Example:
+      >>> mask = global_mask({"w": jnp.array([[3.0, 1.0], [2.0, 0.5]])}, 0.5)
+      >>> mask["w"].tolist()
+      [[True, False], [True, False]]
+    """
+    names, leaves, treedef, flags = _prunable_leaves(scores, prunable)
+    _check_scores(names, leaves, flags)
+    index = [i for i, f in enumerate(flags) if f and np.size(leaves[i]) > 0]
+    sizes = [int(np.size(leaves[i])) for i in index]
+    total = sum(sizes)
+    floors = floors_for(min_keep, [names[i] for i in index], sizes, total)
+    floor_sum = sum(floors)
+
+    if _is_traced(sparsity):
+        s = jnp.asarray(sparsity, jnp.float32)
+        _raise_if(jnp.isnan(s) | (s < 0) | (s > 1), "sparsity must be in [0, 1] (traced value)")
+        n_keep = _traced_n_keep(jnp.clip(s, 0, 1), total)
+        _raise_if(
+            n_keep < floor_sum,
+            f"minimum threshold is infeasible: the floors keep {floor_sum} weights, more than the "
+            "n_keep allowed by the traced sparsity",
+        )
+    else:
+        n_keep = n_keep_for(sparsity, total)
+        if floor_sum > n_keep:
+            raise ValueError(
+                f"minimum threshold is infeasible: floors sum to {floor_sum} kept weights "
+                f"(min_keep={min_keep!r} over {len(index)} layers) but sparsity {sparsity} keeps "
+                f"only n_keep={n_keep} of {total}"
+            )
+        n_keep = jnp.int32(n_keep)
+    if not index:
+        return _assemble(leaves, flags, treedef, {})
+
+    selected = [jnp.asarray(leaves[i], jnp.float32) for i in index]
+    if floor_sum > 0:
+        _check_no_sentinel(selected)
+    chosen = _global_select(
+        selected, jnp.asarray(n_keep, jnp.int32), jnp.asarray(floors, jnp.int32), floor_sum > 0,
+        method,
+    )
+    return _assemble(leaves, flags, treedef, dict(zip(index, chosen, strict=True)))
+
+
+def _sparsity_list(sparsities: Any, scores: PyTree, names, flags) -> list[Any]:
+    """Per-leaf sparsities (one per prunable leaf) from a pytree like scores or a name dict."""
+    prunable = [n for n, f in zip(names, flags, strict=True) if f]
+    if _same_structure(sparsities, scores):
+        by_name = dict(zip(names, jax.tree.leaves(sparsities), strict=True))
+    elif isinstance(sparsities, Mapping):
+        unknown = sorted(set(sparsities) - set(prunable))
+        if unknown:
+            raise ValueError(
+                f"sparsities names layers that are not prunable or do not exist: {unknown}; "
+                f"prunable layers: {prunable}"
+            )
+        missing = [n for n in prunable if n not in sparsities]
+        if missing:
+            raise ValueError(f"sparsities is missing prunable layers {missing}")
+        by_name = sparsities
+    else:
+        raise ValueError(
+            "sparsities must be a {layer_name: sparsity} dict or a pytree like the scores, "
+            f"got {type(sparsities).__name__}"
+        )
+    out = []
+    for name in prunable:
+        value = by_name[name]
+        if not _is_traced(value):
+            check_sparsity(value, f"sparsities[{name!r}]")
+        out.append(value)
+    return out
+
+
+def _same_structure(a: Any, b: PyTree) -> bool:
+    try:
+        return jax.tree.structure(a) == jax.tree.structure(b)
+    except Exception:  # noqa: BLE001 - anything jax cannot flatten is not a matching tree
+        return False
+
+
+def _layer_ks(values: list[Any], sizes: list[int]) -> jax.Array:
+    if any(_is_traced(v) for v in values):
+        return jnp.stack([_traced_n_keep(v, n) for v, n in zip(values, sizes, strict=True)])
+    return jnp.asarray([n_keep_for(v, n) for v, n in zip(values, sizes, strict=True)], jnp.int32)
+
+
+def layerwise_mask(
+    scores: PyTree,
+    sparsities: Any,
+    prunable: Prunable = None,
+    method: str = "search",
+) -> PyTree:
+    """Per-layer top-k mask: layer ``l`` keeps exactly ``round((1 - s_l) * n_l)`` entries.
+
+    Args:
+      scores: pytree of score arrays.
+      sparsities: ``{layer_name: sparsity}`` for every prunable layer (e.g. from ``jp.quotas``),
+        or a pytree like ``scores`` with one number per leaf (non-prunable leaves ignored).
+      prunable: which leaves are prunable.
+      method: ``"search"`` or ``"sort"``.
+
+    Returns:
+      A bool pytree like ``scores``.
+
+    Raises:
+      ValueError: unknown or missing layer names, sparsities outside [0, 1], NaN scores.
+    """
+    names, leaves, treedef, flags = _prunable_leaves(scores, prunable)
+    _check_scores(names, leaves, flags)
+    values = _sparsity_list(sparsities, scores, names, flags)
+    prunable_index = [i for i, f in enumerate(flags) if f]
+    pairs = [(i, v) for i, v in zip(prunable_index, values, strict=True) if np.size(leaves[i])]
+    if not pairs:
+        return _assemble(leaves, flags, treedef, {})
+    index = [i for i, _ in pairs]
+    ks = _layer_ks([v for _, v in pairs], [int(np.size(leaves[i])) for i in index])
+    chosen = _layer_select([jnp.asarray(leaves[i], jnp.float32) for i in index], ks, method)
+    return _assemble(leaves, flags, treedef, dict(zip(index, chosen, strict=True)))
+
+
+def random_mask(
+    key: jax.Array, params: PyTree, sparsities: Any, prunable: Prunable = None
+) -> PyTree:
+    """Random mask with exact per-layer counts; each prunable layer draws from its own key.
+
+    Layer ``l`` (the ``l``-th prunable leaf in flatten order) uses
+    ``jax.random.fold_in(key, l)``, so adding a layer does not reshuffle the others.
+
+    Args:
+      key: a PRNG key.
+      params: the params pytree (only shapes are used).
+      sparsities: as in ``layerwise_mask``; use ``jp.quotas.uniform(params, s)`` for uniform.
+      prunable: which leaves are prunable.
+
+    Returns:
+      A bool pytree like ``params``.
+    """
+    names, leaves, treedef, flags = _prunable_leaves(params, prunable)
+    scores, position = [], 0
+    for leaf, flag in zip(leaves, flags, strict=True):
+        if flag:
+            scores.append(jax.random.uniform(jax.random.fold_in(key, position), np.shape(leaf)))
+            position += 1
+        else:
+            scores.append(jnp.zeros(np.shape(leaf), jnp.float32))
+    return layerwise_mask(
+        jax.tree.unflatten(treedef, scores), sparsities, prunable=_flags_predicate(names, flags)
+    )
+
+
+def _flags_predicate(names: list[str], flags: list[bool]):
+    allowed = {n for n, f in zip(names, flags, strict=True) if f}
+    return lambda name, leaf: name in allowed
+
+
+def apply_mask(params: PyTree, mask: PyTree) -> PyTree:
+    """Zeroes the pruned entries: ``params * mask`` leaf by leaf (dtype kept).
+
+    Raises:
+      ValueError: if ``mask`` does not have the structure and shapes of ``params``.
+    """
+    check_same_structure(mask, params, "mask", "params")
+    return jax.tree.map(
+        lambda p, m: jnp.where(m, p, jnp.zeros((), jnp.asarray(p).dtype)), params, mask
+    )
