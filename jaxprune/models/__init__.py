@@ -1,0 +1,22 @@
+"""Flax Linen model zoo: LeNets, CIFAR VGG / ResNet / WRN, a registry and width helpers."""
+
+from jaxprune.models.lenet import LeNet5, LeNet300
+from jaxprune.models.registry import get_model, model_names
+from jaxprune.models.resnet_cifar import BasicBlock, ResNet
+from jaxprune.models.vgg import VGG
+from jaxprune.models.width import count_params, matching_width
+from jaxprune.models.wrn import WideBasicBlock, WideResNet
+
+__all__ = [
+    "VGG",
+    "BasicBlock",
+    "LeNet5",
+    "LeNet300",
+    "ResNet",
+    "WideBasicBlock",
+    "WideResNet",
+    "count_params",
+    "get_model",
+    "matching_width",
+    "model_names",
+]

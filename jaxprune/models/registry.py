@@ -1,0 +1,97 @@
+"""Model registry: ``get_model("resnet20", num_classes=10, width=0.5)``.
+
+Names (case-insensitive): ``lenet300``, ``lenet5``, ``vgg11``, ``vgg13``, ``vgg16``, ``vgg19``,
+``resnet{6n+2}`` (``resnet20``, ``resnet32``, ``resnet56``, ...), ``wrn{depth}_{k}`` with
+``depth = 6n + 4`` (``wrn28_10``, ``wrn16_8``, ...). Keyword arguments are passed to the model
+(``width``, ``widths``, ``linear``, ``dtype``, ``dropout_rate`` for WRNs, ...).
+"""
+
+import functools
+import re
+from collections.abc import Callable
+
+import flax.linen as nn
+
+from jaxprune.models import resnet_cifar, wrn
+from jaxprune.models.lenet import LeNet5, LeNet300
+from jaxprune.models.resnet_cifar import ResNet
+from jaxprune.models.vgg import VGG
+from jaxprune.models.wrn import WideResNet
+
+_VGG_CFG_BY_DEPTH = {11: "A", 13: "B", 16: "D", 19: "E"}
+
+_FIXED: dict[str, Callable[..., nn.Module]] = {
+    "lenet300": LeNet300,
+    "lenet5": LeNet5,
+    **{f"vgg{depth}": functools.partial(VGG, cfg=cfg) for depth, cfg in _VGG_CFG_BY_DEPTH.items()},
+}
+_RESNET = re.compile(r"resnet[-_]?(\d+)")
+_WRN = re.compile(r"wrn[-_]?(\d+)[-_](\d+)")
+
+_LISTED = (
+    "lenet300",
+    "lenet5",
+    "vgg11",
+    "vgg13",
+    "vgg16",
+    "vgg19",
+    "resnet20",
+    "resnet32",
+    "resnet44",
+    "resnet56",
+    "resnet110",
+    "wrn16_8",
+    "wrn28_10",
+    "wrn40_4",
+)
+
+
+def model_names() -> list[str]:
+    """Returns the listed model names (``resnet*`` and ``wrn*_*`` also accept other depths)."""
+    return list(_LISTED)
+
+
+def _unknown(name: str, reason: str = "") -> KeyError:
+    return KeyError(
+        f"unknown model name {name!r}{reason}; known names: {', '.join(_LISTED)} "
+        "(also resnet{6n+2} and wrn{6n+4}_{k})"
+    )
+
+
+def get_model(name: str, num_classes: int, **kwargs) -> nn.Module:
+    """Returns the zoo model called ``name`` with ``num_classes`` outputs.
+
+    Args:
+      name: a model name (see :func:`model_names`); ``resnet{6n+2}``, ``wrn{6n+4}_{k}`` are parsed.
+      num_classes: number of output logits.
+      **kwargs: further model fields (``width``, ``widths``, ``linear``, ``dtype``, ...).
+
+    Returns:
+      An unbound Flax Linen module; call ``model.init(key, x)`` / ``model.apply(vars, x, train)``.
+
+    Raises:
+      KeyError: if ``name`` is unknown (the message lists the known names).
+      ValueError: if ``num_classes < 1``.
+    """
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    key = str(name).strip().lower()
+    if key in _FIXED:
+        return _FIXED[key](num_classes=num_classes, **kwargs)
+    if match := _RESNET.fullmatch(key):
+        depth = int(match.group(1))
+        try:
+            resnet_cifar.blocks_per_stage(depth)
+        except ValueError as error:
+            raise _unknown(name, f" ({error})") from None
+        return ResNet(depth=depth, num_classes=num_classes, **kwargs)
+    if match := _WRN.fullmatch(key):
+        depth, k = int(match.group(1)), int(match.group(2))
+        try:
+            wrn.blocks_per_stage(depth)
+        except ValueError as error:
+            raise _unknown(name, f" ({error})") from None
+        if k < 1:
+            raise _unknown(name, f" (widen factor must be >= 1, got {k})")
+        return WideResNet(depth=depth, widen_factor=k, num_classes=num_classes, **kwargs)
+    raise _unknown(name)
