@@ -94,19 +94,20 @@ def _prunable_leaves(scores: PyTree, prunable: Prunable):
     return names, leaves, treedef, flags
 
 
-def _check_scores(names, leaves, flags) -> None:
-    """Raises on NaN scores (eagerly if concrete, on device if traced)."""
-    for name, leaf, flag in zip(names, leaves, flags, strict=True):
-        if not flag or np.size(leaf) == 0:
-            continue
-        if not jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.floating):
-            continue
-        nan = topk.has_nan([jnp.asarray(leaf)])
-        message = f"scores[{name!r}] contains NaN; scores must be numbers"
-        if _is_traced(nan):
-            _raise_if(nan, message)
-        elif bool(nan):
-            raise ValueError(message)
+def _raise_on_nan(names: list[str], nan: jax.Array) -> None:
+    """Raises ``ValueError`` naming the layers whose scores contain NaN (jit-safe)."""
+
+    def check(flags):
+        bad = [n for n, f in zip(names, np.asarray(flags), strict=True) if f]
+        if bad:
+            raise ValueError(
+                f"scores[{bad[0]!r}] contains NaN (layers with NaN: {bad}); scores must be numbers"
+            )
+
+    if _is_traced(nan):
+        jax.debug.callback(check, nan)
+    else:
+        check(nan)
 
 
 @functools.partial(jax.jit, static_argnames=("with_floors", "method"))
@@ -115,11 +116,11 @@ def _global_select(leaves, n_keep, floors, with_floors: bool, method: str):
     groups = list(range(len(leaves)))
     if not with_floors:
         return topk.top_k_masks(leaves, [0] * len(leaves), n_keep[None], method)
-    floor_masks = topk.top_k_masks(leaves, groups, floors, method)
+    floor_masks, nan = topk.top_k_masks(leaves, groups, floors, method)
     # Floor-kept entries leave the global ranking (they rank below every real score).
     rest = [jnp.where(m, -jnp.inf, s) for m, s in zip(floor_masks, leaves, strict=True)]
-    extra = topk.top_k_masks(rest, [0] * len(leaves), (n_keep - jnp.sum(floors))[None], method)
-    return [f | r for f, r in zip(floor_masks, extra, strict=True)]
+    extra, _ = topk.top_k_masks(rest, [0] * len(leaves), (n_keep - jnp.sum(floors))[None], method)
+    return [f | r for f, r in zip(floor_masks, extra, strict=True)], nan
 
 
 @functools.partial(jax.jit, static_argnames=("method",))
@@ -215,7 +216,6 @@ def global_mask(
       [[True, False], [True, False]]
     """
     names, leaves, treedef, flags = _prunable_leaves(scores, prunable)
-    _check_scores(names, leaves, flags)
     index = [i for i, f in enumerate(flags) if f and np.size(leaves[i]) > 0]
     sizes = [int(np.size(leaves[i])) for i in index]
     total = sum(sizes)
@@ -246,10 +246,14 @@ def global_mask(
     selected = [jnp.asarray(leaves[i], jnp.float32) for i in index]
     if floor_sum > 0:
         _check_no_sentinel(selected)
-    chosen = _global_select(
-        selected, jnp.asarray(n_keep, jnp.int32), jnp.asarray(floors, jnp.int32), floor_sum > 0,
+    chosen, nan = _global_select(
+        selected,
+        jnp.asarray(n_keep, jnp.int32),
+        jnp.asarray(floors, jnp.int32),
+        floor_sum > 0,
         method,
     )
+    _raise_on_nan([names[i] for i in index], nan)
     return _assemble(leaves, flags, treedef, dict(zip(index, chosen, strict=True)))
 
 
@@ -318,7 +322,6 @@ def layerwise_mask(
       ValueError: unknown or missing layer names, sparsities outside [0, 1], NaN scores.
     """
     names, leaves, treedef, flags = _prunable_leaves(scores, prunable)
-    _check_scores(names, leaves, flags)
     values = _sparsity_list(sparsities, scores, names, flags)
     prunable_index = [i for i, f in enumerate(flags) if f]
     pairs = [(i, v) for i, v in zip(prunable_index, values, strict=True) if np.size(leaves[i])]
@@ -326,7 +329,8 @@ def layerwise_mask(
         return _assemble(leaves, flags, treedef, {})
     index = [i for i, _ in pairs]
     ks = _layer_ks([v for _, v in pairs], [int(np.size(leaves[i])) for i in index])
-    chosen = _layer_select([jnp.asarray(leaves[i], jnp.float32) for i in index], ks, method)
+    chosen, nan = _layer_select([jnp.asarray(leaves[i], jnp.float32) for i in index], ks, method)
+    _raise_on_nan([names[i] for i in index], nan)
     return _assemble(leaves, flags, treedef, dict(zip(index, chosen, strict=True)))
 
 

@@ -45,7 +45,7 @@ _PARTIAL_SUM_LIMIT = 1 << 24  # float32 counts stay exact up to this many terms
 # suffice on real weights), then bisection, which halves a 32-bit key interval: at most 64 steps.
 _ILLINOIS_STEPS = 24
 _MAX_STEPS = _ILLINOIS_STEPS + 33
-_SAMPLE = 1 << 15  # entries per group sampled to place the first two probes
+_SAMPLE = 1 << 16  # entries per group sampled to place the first two probes
 
 
 def canonicalize(x: jax.Array) -> jax.Array:
@@ -213,7 +213,7 @@ def _sample_probes(columns, group_of, ks, sizes, num_groups):
         keys = jnp.sort(order_key(canonicalize(sample)))  # ascending
         m = keys.size
         q = 1.0 - ks[g].astype(jnp.float32) / n  # ascending position of the k-th largest
-        spread = 4.0 * jnp.sqrt(m * q * (1.0 - q)) + 2.0
+        spread = 3.5 * jnp.sqrt(m * q * (1.0 - q)) + 2.0
         centre = q * m
         lo_index = jnp.clip(jnp.floor(centre - spread), 0, m - 1).astype(jnp.int32)
         hi_index = jnp.clip(jnp.ceil(centre + spread), 0, m - 1).astype(jnp.int32)
@@ -229,7 +229,8 @@ def _search_thresholds(columns, sizes_per_leaf, group_of, ks, num_groups):
     (``count(>= t) == k``) the entries ``>= t`` are the answer; otherwise ``t`` is the k-th
     largest value itself and ``c_gt_leaf`` counts entries strictly above it.
     """
-    all_nonneg = jnp.all(jnp.stack([jnp.min(c) for c in columns]) >= 0)
+    leaf_min = jnp.stack([jnp.min(c) for c in columns])  # NaN propagates: also the NaN check
+    all_nonneg = jnp.all(leaf_min >= 0)
     sizes_leaf = jnp.asarray(sizes_per_leaf, jnp.int32)
 
     def count_leaves(keys):
@@ -297,7 +298,7 @@ def _search_thresholds(columns, sizes_per_leaf, group_of, ks, num_groups):
     carry = (state, f_lo, f_hi, last, jnp.int32(0))
     (lo, hi, lo_leaf, hi_leaf), *_ = lax.while_loop(cond, body, carry)
     exact = (group(lo_leaf) == ks) | (ks <= 0)
-    return lo, lo_leaf, hi_leaf, exact, all_nonneg
+    return lo, lo_leaf, hi_leaf, exact, jnp.isnan(leaf_min)
 
 
 def _tie_cutoff(columns: jax.Array, t: jax.Array, keep: jax.Array) -> jax.Array:
@@ -329,7 +330,9 @@ def _next_value(t: jax.Array) -> jax.Array:
 def _search_masks(leaves, group_of, ks, num_groups):
     sizes = [int(leaf.size) for leaf in leaves]
     columns = [_as_columns(leaf) for leaf in leaves]
-    t_key, ge_leaf, gt_leaf, exact, _ = _search_thresholds(columns, sizes, group_of, ks, num_groups)
+    t_key, ge_leaf, gt_leaf, exact, nan = _search_thresholds(
+        columns, sizes, group_of, ks, num_groups
+    )
     # A threshold strictly between canonical values counts like the next value up; make it that
     # value so that the comparisons below agree with the counts on flush-to-zero hardware.
     t = _round_up_to_canonical(key_to_float(t_key))
@@ -355,7 +358,7 @@ def _search_masks(leaves, group_of, ks, num_groups):
         canon = canonicalize(leaf)
         index = jnp.arange(leaf.size, dtype=jnp.int32).reshape(leaf.shape)
         masks.append(((canon > t[g]) | ((canon == t[g]) & (index < cutoff))) & (ks[g] > 0))
-    return masks
+    return masks, nan
 
 
 def top_k_masks(
@@ -374,17 +377,19 @@ def top_k_masks(
       method: ``"search"`` (default, fast) or ``"sort"`` (reference).
 
     Returns:
-      One bool array per leaf, shaped like the leaf.
+      ``(masks, nan)``: one bool array per leaf, shaped like the leaf, and a bool ``[num_leaves]``
+      flagging leaves with NaN scores (their masks are meaningless; callers must raise).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     group_of = np.asarray(group_of, np.int32)
     num_groups = int(group_of.max()) + 1 if group_of.size else 0
     if num_groups == 0:
-        return []
+        return [], jnp.zeros((0,), bool)
     _check_inputs(leaves, group_of, num_groups)
     ks = jnp.asarray(ks, jnp.int32).reshape(num_groups)
     leaves = [jnp.asarray(leaf, jnp.float32) for leaf in leaves]
     if method == "sort":
-        return _sort_masks(leaves, group_of, ks, num_groups)
+        masks = _sort_masks(leaves, group_of, ks, num_groups)
+        return masks, jnp.stack([has_nan([leaf]) for leaf in leaves])
     return _search_masks(leaves, group_of, ks, num_groups)
