@@ -1,0 +1,147 @@
+"""Validation of a run config before anything is built.
+
+Every check raises a ``ValueError`` whose message names the config field and the offending
+value, e.g. ``pruning.sparsity must be in [0, 1], got 1.5``. Unknown *fields* are rejected
+earlier by the locked ``ConfigDict`` (``--config.pruning.sparsty=...`` fails at flag parsing);
+this module checks names against the registries and numbers against their ranges.
+"""
+
+import math
+import re
+from collections.abc import Collection
+
+import ml_collections
+
+FLOWS = ("dense", "prune_finetune", "prune_at_init", "gradual")
+SELECTIONS = ("global", "layerwise")
+TARGETS = ("direct", "effective")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+LR_SCHEDULES = ("constant", "cosine", "step")
+
+
+def _one_of(field: str, value, allowed: Collection[str]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{field} must be one of {sorted(allowed)}, got {value!r}")
+
+
+def _number(
+    field: str,
+    value,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    integer: bool = False,
+) -> None:
+    kind = "an integer" if integer else "a number"
+    ok_type = isinstance(value, int) if integer else isinstance(value, int | float)
+    if isinstance(value, bool) or not ok_type:
+        raise ValueError(f"{field} must be {kind}, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{field} must be finite, got {value!r}")
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        raise ValueError(f"{field} must be in {left}{lo}, {hi}{right}, got {value!r}")
+
+
+def _phase_length(prefix: str, phase: ml_collections.ConfigDict) -> None:
+    _number(f"{prefix}.epochs", phase.epochs, low=0)
+    _number(f"{prefix}.steps", phase.steps, low=0, integer=True)
+    _number(f"{prefix}.learning_rate", phase.learning_rate, low=0, low_open=True)
+    _one_of(f"{prefix}.lr_schedule", phase.lr_schedule, LR_SCHEDULES)
+    if phase.steps == 0 and phase.epochs == 0:
+        raise ValueError(f"{prefix}.epochs and {prefix}.steps are both 0: nothing to train")
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Checks names and ranges of every field a run uses.
+
+    Args:
+      config: a run config shaped like ``configs/default.py``.
+
+    Raises:
+      ValueError: naming the first bad field and its value.
+    """
+    # Imported here so that importing jaxprune.training stays light and acyclic.
+    import jaxprune as jp
+    from jaxprune import data, models
+
+    _number("seed", config.seed, low=0, integer=True)
+    _one_of("flow", config.flow, FLOWS)
+    _one_of("model.name", config.model.name, models.model_names())
+    _number("model.width", config.model.width, low=0, low_open=True)
+    _one_of("dataset.name", config.dataset.name, data.dataset_names())
+    if config.dataset.name == "synthetic":
+        from jaxprune.data import synthetic
+
+        _one_of("dataset.shape_like", config.dataset.shape_like, synthetic.SHAPES)
+    _number("dataset.num_train", config.dataset.num_train, low=0, integer=True)
+    _number("dataset.num_test", config.dataset.num_test, low=0, integer=True)
+    _number("dataset.eval_limit", config.dataset.eval_limit, low=0, integer=True)
+
+    training = config.training
+    _number("training.batch_size", training.batch_size, low=1, integer=True)
+    _phase_length("training", training)
+    _one_of("training.optimizer", training.optimizer, OPTIMIZERS)
+    _number("training.warmup_steps", training.warmup_steps, low=0, integer=True)
+    _number("training.momentum", training.momentum, low=0, high=1, high_open=True)
+    _number("training.weight_decay", training.weight_decay, low=0)
+    _number("training.log_every", training.log_every, low=1, integer=True)
+    _number("training.eval_every", training.eval_every, low=0, integer=True)
+    _number("training.checkpoint_every", training.checkpoint_every, low=0, integer=True)
+    _number("training.keep_checkpoints", training.keep_checkpoints, low=1, integer=True)
+
+    pruning = config.pruning
+    _one_of("pruning.score", pruning.score, jp.scores.names())
+    _one_of("pruning.selection", pruning.selection, SELECTIONS)
+    _one_of("pruning.quota", pruning.quota, jp.quotas.names())
+    if pruning.quota == "custom":
+        raise ValueError(
+            "pruning.quota 'custom' takes a dict of per-layer sparsities and is only available "
+            "from Python (jp.quotas.get('custom')); choose one of "
+            f"{sorted(set(jp.quotas.names()) - {'custom'})}"
+        )
+    _number("pruning.sparsity", pruning.sparsity, low=0, high=1)
+    _one_of("pruning.target", pruning.target, TARGETS)
+    if pruning.target == "effective" and config.flow == "gradual":
+        raise ValueError(
+            "pruning.target='effective' applies to one-shot pruning (flow 'prune_finetune' or "
+            "'prune_at_init'), got flow='gradual'"
+        )
+    _number("pruning.min_keep_fraction", pruning.min_keep_fraction, low=0, high=1, high_open=True)
+    if pruning.min_keep_fraction > 0 and pruning.selection != "global":
+        raise ValueError(
+            "pruning.min_keep_fraction (MT) needs pruning.selection='global', "
+            f"got selection={pruning.selection!r}"
+        )
+    if isinstance(pruning.prunable, str) or not all(isinstance(p, str) for p in pruning.prunable):
+        raise ValueError(
+            f"pruning.prunable must be a tuple of regex strings, got {pruning.prunable!r}"
+        )
+    for pattern in pruning.prunable:
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise ValueError(f"pruning.prunable has an invalid regex {pattern!r}: {e}") from e
+    _number("pruning.score_batch_size", pruning.score_batch_size, low=1, integer=True)
+
+    if config.flow == "prune_finetune":
+        _phase_length("finetune", config.finetune)
+    if config.flow == "gradual":
+        from jaxprune.training import prune
+
+        block = pruning.schedule
+        _one_of("pruning.schedule.type", block.type, prune.SCHEDULE_TYPES)
+        _number("pruning.schedule.initial_sparsity", block.initial_sparsity, low=0, high=1)
+        _number("pruning.schedule.final_sparsity", block.final_sparsity, low=0, high=1)
+        for field in ("begin_step", "end_step", "frequency"):
+            _number(f"pruning.schedule.{field}", block[field], low=0, integer=True)
+        _number("pruning.schedule.power", block.power, low=0, low_open=True)
+        prune.make_schedule(block)  # cross-field checks (end_step >= begin_step, frequency >= 1)
+    _number("debug.stop_at_step", config.debug.stop_at_step, low=0, integer=True)

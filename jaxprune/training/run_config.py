@@ -1,0 +1,90 @@
+"""``config.json`` of a run and the check that a resumed run uses the same config.
+
+Fields that cannot change the trained weights (logging/eval/checkpoint cadence, the tfds data
+directory, the debug stop step) may differ between the original run and a resumed one; any
+other difference refuses to resume and names the fields.
+"""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+# Dotted config fields that do not affect the result of training.
+IGNORED_ON_RESUME = frozenset(
+    {
+        "training.log_every",
+        "training.eval_every",
+        "training.checkpoint_every",
+        "training.keep_checkpoints",
+        "dataset.data_dir",
+        "debug.stop_at_step",
+    }
+)
+
+
+def config_to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """Plain JSON-compatible dict of ``config`` (tuples become lists)."""
+    return json.loads(config.to_json())
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Fields that matter and differ between two config dicts, as 'field: old -> new'."""
+    old_flat, new_flat = _flatten(old), _flatten(new)
+    missing = object()
+    diffs = []
+    for name in sorted(old_flat.keys() | new_flat.keys()):
+        if name in IGNORED_ON_RESUME:
+            continue
+        a, b = old_flat.get(name, missing), new_flat.get(name, missing)
+        if a != b:
+            show = lambda v: "<absent>" if v is missing else repr(v)  # noqa: E731
+            diffs.append(f"{name}: {show(a)} -> {show(b)}")
+    return diffs
+
+
+def check_same_config(stored: dict[str, Any], config_dict: dict[str, Any], where: str) -> None:
+    """Raises ValueError if ``stored`` and ``config_dict`` differ in a field that matters.
+
+    Args:
+      stored: the config dict of the existing run.
+      config_dict: the config dict of this invocation.
+      where: what ``stored`` came from, for the message.
+    """
+    diffs = config_differences(stored, config_dict)
+    if diffs:
+        raise ValueError(
+            f"refusing to resume: the config differs from {where} in "
+            + "; ".join(diffs)
+            + ". Use another --workdir, or restore the original config."
+        )
+
+
+def write_or_check_config(workdir: str | Path, config_dict: dict[str, Any]) -> None:
+    """Writes ``workdir/config.json``, or checks it against ``config_dict`` if it exists.
+
+    Raises:
+      ValueError: if an existing ``config.json`` differs in a field that matters, or is not
+        valid JSON.
+    """
+    path = Path(workdir) / "config.json"
+    if path.exists():
+        try:
+            stored = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON ({e}); cannot resume this run") from e
+        check_same_config(stored, config_dict, str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config_dict, indent=2, sort_keys=True) + "\n")
