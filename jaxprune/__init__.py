@@ -9,7 +9,10 @@ The public API (names fixed by ``shared/DESIGN.md``)::
 """
 
 from jaxprune import pruning
-from jaxprune.pruning import quotas, scores
+from jaxprune.pruning import quotas, schedules, scores
+from jaxprune.pruning.effective import effective_mask
+from jaxprune.pruning.effective_target import EffectiveTargetResult, effective_target_mask
+from jaxprune.pruning.layer_order import layer_order
 from jaxprune.pruning.select import (
     apply_mask,
     global_mask,
@@ -21,16 +24,21 @@ from jaxprune.pruning.stats import SparsityReport, sparsity_report
 from jaxprune.pruning.tree import layer_names, prunable_names
 
 __all__ = [
+    "EffectiveTargetResult",
     "SparsityReport",
     "apply_mask",
+    "effective_mask",
+    "effective_target_mask",
     "global_mask",
     "layer_names",
+    "layer_order",
     "layerwise_mask",
     "n_keep_for",
     "prunable_names",
     "pruning",
     "quotas",
     "random_mask",
+    "schedules",
     "scores",
     "sparsity_report",
 ]

@@ -1,6 +1,9 @@
 """Params pytree -> scores -> quotas -> masks. Imports nothing from training, models or data."""
 
-from jaxprune.pruning import quotas, scores, select, stats, topk, tree
+from jaxprune.pruning import quotas, schedules, scores, select, stats, topk, tree
+from jaxprune.pruning.effective import effective_mask
+from jaxprune.pruning.effective_target import EffectiveTargetResult, effective_target_mask
+from jaxprune.pruning.layer_order import layer_order
 from jaxprune.pruning.select import (
     apply_mask,
     global_mask,
@@ -12,15 +15,20 @@ from jaxprune.pruning.stats import SparsityReport, sparsity_report
 from jaxprune.pruning.tree import layer_names, prunable_names
 
 __all__ = [
+    "EffectiveTargetResult",
     "SparsityReport",
     "apply_mask",
+    "effective_mask",
+    "effective_target_mask",
     "global_mask",
     "layer_names",
+    "layer_order",
     "layerwise_mask",
     "n_keep_for",
     "prunable_names",
     "quotas",
     "random_mask",
+    "schedules",
     "scores",
     "select",
     "sparsity_report",

@@ -132,7 +132,7 @@ def snip(
     def loss(p):
         return _cross_entropy(apply_fn(p, batch["image"]), jnp.asarray(batch["label"]))
 
-    grads = jax.grad(loss)(weights)
+    grads = jax.jit(jax.grad(loss))(weights)
     return jax.tree.map(lambda g, w: jnp.abs(g * w), grads, weights)
 
 
@@ -200,7 +200,8 @@ def synflow(
         raise ValueError("score 'synflow' needs apply_fn=<(params, x) -> output>")
     with jax.enable_x64(True):
         x = _synflow_input(sample_input, batch, jnp.float64)
-        return _normalised(_synflow_raw(params, mask, apply_fn, x))
+        raw = jax.jit(lambda p, m: _synflow_raw(p, m, apply_fn, x))(params, mask)
+        return _normalised(raw)
 
 
 def synflow_mask(
