@@ -92,6 +92,9 @@ def get_config(arg=None):
     config.pruning.min_keep_fraction = 0.0
     # Regexes of prunable layer names ('Dense_0/kernel'); empty = every leaf with ndim >= 2.
     config.pruning.prunable = ()
+    # Rounds of iterative SynFlow (Tanaka et al.: 100) when score='synflow' with global, direct
+    # selection and no MT; 1 = a single round of scores ranked once (layer collapse at high s).
+    config.pruning.synflow_rounds = 100
     # Number of training examples fed to data-dependent scores (snip, grasp, ...).
     config.pruning.score_batch_size = 256
 

@@ -534,3 +534,21 @@ def test_tfds_dataset_path_end_to_end(tmp_path):
     assert summary["sparsity"]["kept"] == summary["sparsity"]["total"]
     records = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["step"] for r in records] == [3, 6, 6]
+
+
+def test_prune_at_init_synflow_is_iterative_and_avoids_layer_collapse(tmp_path):
+    """Single-round SynFlow at 98% empties LeNet-300-100's first layer; iterating does not."""
+    config = lenet300_mnist_gmp.get_config("smoke")
+    with config.unlocked():
+        config.flow = "prune_at_init"
+        config.pruning.score = "synflow"
+        config.pruning.min_keep_fraction = 0.0
+        config.pruning.synflow_rounds = 20
+    summary = training.train_and_evaluate(config, str(tmp_path / "iterative"))
+    layers = summary["sparsity"]["layers"]
+    assert sum(row["kept"] for row in layers.values()) == jp.n_keep_for(0.98, 266200)
+    assert all(row["kept"] > 0 for row in layers.values())
+    with pytest.raises(ValueError, match="pruning.synflow_rounds must be"):
+        with config.unlocked():
+            config.pruning.synflow_rounds = 0
+        training.train_and_evaluate(config, str(tmp_path / "bad"))

@@ -130,6 +130,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         except re.error as e:
             raise ValueError(f"pruning.prunable has an invalid regex {pattern!r}: {e}") from e
     _number("pruning.score_batch_size", pruning.score_batch_size, low=1, integer=True)
+    _number("pruning.synflow_rounds", pruning.synflow_rounds, low=1, integer=True)
 
     if config.flow == "prune_finetune":
         _phase_length("finetune", config.finetune)

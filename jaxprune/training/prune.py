@@ -65,6 +65,18 @@ def compute_masks(
         ``sample_input`` is missing.
     """
     prunable = prunable_spec(pruning)
+    if _iterative_synflow(pruning):
+        # SynFlow is a pruning method, not only a score: one global pruning of a single round's
+        # scores collapses layers; Tanaka et al. prune over `rounds` exponentially spaced steps.
+        x = sample_input if sample_input is not None else batch["image"][:1]
+        return jp.scores.synflow_mask(
+            params,
+            pruning.sparsity,
+            apply_fn=linear_apply_fn or apply_fn,
+            sample_input=x,
+            rounds=pruning.synflow_rounds,
+            prunable=prunable,
+        )
     score_fn = jp.scores.get(pruning.score)
     scores = score_fn(params, key=key, batch=batch, apply_fn=apply_fn)
     if pruning.selection == "global":
@@ -101,6 +113,17 @@ def compute_masks(
         sample_input=sample_input,
         prunable=prunable,
     ).mask
+
+
+def _iterative_synflow(pruning: ml_collections.ConfigDict) -> bool:
+    """Whether one-shot pruning runs Tanaka et al.'s iterative SynFlow (global, direct, no MT)."""
+    return (
+        pruning.score == "synflow"
+        and pruning.synflow_rounds > 1
+        and pruning.selection == "global"
+        and pruning.target == "direct"
+        and pruning.min_keep_fraction == 0
+    )
 
 
 SCHEDULE_TYPES = ("polynomial", "one_shot", "constant")
