@@ -22,7 +22,8 @@ def get_config(arg=None):
     config.seed = 0
     # Experiment flow: 'dense' (train only), 'prune_finetune' (train dense, prune one-shot,
     # fine-tune), 'prune_at_init' (prune the initial weights, train the sparse net), 'gradual'
-    # (masks recomputed inside training on pruning.schedule: warm-up, pruning window, recovery).
+    # (masks recomputed inside training on pruning.schedule: warm-up, pruning window, recovery),
+    # 'iterative' (lottery ticket: rounds of train, prune, rewind; see pruning.iterative).
     config.flow = "dense"
 
     config.model = ml_collections.ConfigDict()
@@ -112,6 +113,18 @@ def get_config(arg=None):
     config.pruning.schedule.frequency = 100
     # Exponent of the polynomial decay (3 in the paper, 1 = linear).
     config.pruning.schedule.power = 3.0
+
+    # Lottery-ticket rounds of flow='iterative' (Frankle & Carbin): round 0 trains the dense net;
+    # each of the `rounds` later rounds prunes `rate` of the remaining prunable weights of the
+    # trained net (cumulative sparsity 1 - (1 - rate)^r, scored by pruning.score/selection and
+    # nested in the previous mask), rewinds the survivors and retrains with a fresh optimizer.
+    config.pruning.iterative = ml_collections.ConfigDict()
+    # Number of prune-rewind-retrain rounds after the dense round 0.
+    config.pruning.iterative.rounds = 3
+    # Fraction of the remaining prunable weights pruned in each round, in (0, 1).
+    config.pruning.iterative.rate = 0.2
+    # Rewind to the initial weights (0) or to the weights after this many steps of round 0.
+    config.pruning.iterative.rewind_step = 0
 
     config.finetune = ml_collections.ConfigDict()
     # Length of the fine-tuning phase (flow='prune_finetune') in epochs; ignored when steps > 0.

@@ -12,7 +12,7 @@ from collections.abc import Collection
 
 import ml_collections
 
-FLOWS = ("dense", "prune_finetune", "prune_at_init", "gradual")
+FLOWS = ("dense", "prune_finetune", "prune_at_init", "gradual", "iterative")
 SELECTIONS = ("global", "layerwise")
 TARGETS = ("direct", "effective")
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -109,10 +109,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         )
     _number("pruning.sparsity", pruning.sparsity, low=0, high=1)
     _one_of("pruning.target", pruning.target, TARGETS)
-    if pruning.target == "effective" and config.flow == "gradual":
+    if pruning.target == "effective" and config.flow in ("gradual", "iterative"):
         raise ValueError(
             "pruning.target='effective' applies to one-shot pruning (flow 'prune_finetune' or "
-            "'prune_at_init'), got flow='gradual'"
+            f"'prune_at_init'), got flow={config.flow!r}"
         )
     _number("pruning.min_keep_fraction", pruning.min_keep_fraction, low=0, high=1, high_open=True)
     if pruning.min_keep_fraction > 0 and pruning.selection != "global":
@@ -145,4 +145,18 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             _number(f"pruning.schedule.{field}", block[field], low=0, integer=True)
         _number("pruning.schedule.power", block.power, low=0, low_open=True)
         prune.make_schedule(block)  # cross-field checks (end_step >= begin_step, frequency >= 1)
+    if config.flow == "iterative":
+        _iterative(pruning.iterative, training)
     _number("debug.stop_at_step", config.debug.stop_at_step, low=0, integer=True)
+
+
+def _iterative(block: ml_collections.ConfigDict, training: ml_collections.ConfigDict) -> None:
+    """Checks ``pruning.iterative`` (flow='iterative')."""
+    _number("pruning.iterative.rounds", block.rounds, low=1, integer=True)
+    _number("pruning.iterative.rate", block.rate, low=0, high=1, low_open=True, high_open=True)
+    _number("pruning.iterative.rewind_step", block.rewind_step, low=0, integer=True)
+    if training.steps > 0 and block.rewind_step >= training.steps:
+        raise ValueError(
+            "pruning.iterative.rewind_step must be < training.steps "
+            f"({training.steps}, the length of round 0), got {block.rewind_step}"
+        )

@@ -9,6 +9,14 @@ A run is a list of phases over one global step counter:
   jitted step at the steps of ``pruning.schedule`` (Zhu & Gupta), then recovery at the final
   sparsity. Every mask update writes ``target_sparsity``, ``achieved_sparsity`` and ``kept``
   to metrics.jsonl (at the step count after the update's train step).
+* ``flow='iterative'``:      lottery ticket (Frankle & Carbin): ``round_0`` [0, T) trains the
+  dense net; each ``round_r`` (r = 1..R, ``pruning.iterative.rounds``) starts by pruning the
+  trained weights of round r-1 to the cumulative sparsity ``1 - (1 - rate)^r`` among the weights
+  round r-1 kept (nested masks, ``prune.nested_masks``), rewinds the survivors to the initial
+  weights (``rewind_step=0``) or to the weights after ``rewind_step`` steps of round 0 (saved to
+  ``workdir/rewind/`` when reached), and retrains for T steps with a fresh optimizer over
+  [r T, (r + 1) T). Rounds are phases, so masks and round state resume like any phase.
+  ``summary.json`` gets ``rounds``: per round its sparsity, kept count and test accuracy.
 
 Effective sparsity (Vysogorets & Kempe): after one-shot pruning, metrics.jsonl gets a
 ``pruned`` record with the direct and effective sparsity and compression, total and per layer
@@ -27,6 +35,7 @@ previous log line, so they also match exactly when ``checkpoint_every`` is a mul
 
 import dataclasses
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -65,7 +74,7 @@ class Phase:
     """One stretch of training with its own optimizer.
 
     Attributes:
-      name: 'dense', 'finetune' or 'sparse' (written to metrics.jsonl).
+      name: 'dense', 'finetune', 'sparse', 'gradual' or 'round_<r>' (written to metrics.jsonl).
       start: global step at which the phase starts.
       num_steps: its length in steps.
       learning_rate: peak learning rate.
@@ -114,6 +123,19 @@ def plan_phases(config: ml_collections.ConfigDict, steps_per_epoch: int) -> list
         return [Phase("sparse", 0, first, training.learning_rate, training.lr_schedule, True)]
     if config.flow == "gradual":
         return [Phase("gradual", 0, first, training.learning_rate, training.lr_schedule, False)]
+    if config.flow == "iterative":
+        rewind = config.pruning.iterative.rewind_step
+        if rewind >= first:
+            raise ValueError(
+                f"pruning.iterative.rewind_step must be < the length of round 0 ({first} steps), "
+                f"got {rewind}"
+            )
+        return [
+            Phase(
+                f"round_{r}", r * first, first, training.learning_rate, training.lr_schedule, r > 0
+            )
+            for r in range(config.pruning.iterative.rounds + 1)
+        ]
     finetune = config.finetune
     return [
         Phase("dense", 0, first, training.learning_rate, training.lr_schedule, False),
@@ -203,8 +225,8 @@ class _Run:
         rep = sharding.replicated(self.mesh)
         return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), shapes)
 
-    def masks_for(self, params: PyTree, batch_stats: PyTree) -> PyTree:
-        """One-shot masks from ``config.pruning`` for ``params``."""
+    def score_inputs(self, params: PyTree, batch_stats: PyTree) -> dict[str, Any]:
+        """``batch``, ``apply_fn`` and layer ``order`` for scoring ``params``."""
         pruning = self.config.pruning
 
         def apply_fn(p, x):
@@ -220,17 +242,60 @@ class _Run:
         # layers (names alone sort 'BasicBlock_0/...' before the stem 'Conv_0').
         if pruning.selection == "layerwise" and hasattr(jp, "layer_order"):
             order = jp.layer_order(apply_fn, params, batch["image"][:1])
+        return {"batch": batch, "apply_fn": apply_fn, "order": order}
+
+    def masks_for(self, params: PyTree, batch_stats: PyTree) -> PyTree:
+        """One-shot masks from ``config.pruning`` for ``params``."""
         masks = prune.compute_masks(
-            pruning,
+            self.config.pruning,
             jax.device_get(params),
             key=self.prune_key,
-            batch=batch,
-            apply_fn=apply_fn,
-            order=order,
+            **self.score_inputs(params, batch_stats),
             linear_apply_fn=self.linear_apply,
             sample_input=self.sample_input,
         )
         return jax.tree.map(lambda m: np.asarray(m, dtype=bool), masks)
+
+    def rewind_path(self) -> Path:
+        """File of the weights after ``pruning.iterative.rewind_step`` steps (flow='iterative')."""
+        return self.workdir / "rewind" / f"step_{self.config.pruning.iterative.rewind_step}.npz"
+
+    def save_rewind_point(self, state: state_lib.TrainState) -> None:
+        """Writes params and batch_stats of ``state`` to ``rewind_path`` (atomically)."""
+        host = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
+        path = self.rewind_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, *[np.asarray(x) for x in jax.tree.leaves(host)])
+        os.replace(tmp, path)
+
+    def rewind_variables(self) -> PyTree:
+        """The weights survivors are rewound to: initial ones or the saved step-k ones."""
+        variables = jax.device_get(self.init_variables())
+        if self.config.pruning.iterative.rewind_step == 0:
+            return variables
+        variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+        path = self.rewind_path()
+        if not path.exists():
+            raise checkpoint.CheckpointError(
+                f"the rewind weights {path} (saved at step "
+                f"{self.config.pruning.iterative.rewind_step} of round 0) are missing"
+            )
+        with np.load(path) as stored:
+            arrays = [stored[f"arr_{i}"] for i in range(len(stored.files))]
+        return jax.tree.unflatten(jax.tree.structure(variables), arrays)
+
+    def iterative_masks(self, index: int, params: PyTree, batch_stats: PyTree, previous) -> PyTree:
+        """Masks of round ``index``: nested in ``previous``, at the round's cumulative sparsity."""
+        sparsity = prune.iterative_sparsity(self.config.pruning.iterative.rate, index)
+        return prune.nested_masks(
+            self.config.pruning,
+            jax.device_get(params),
+            jax.device_get(previous),
+            sparsity,
+            key=jax.random.fold_in(self.prune_key, index),
+            **self.score_inputs(params, batch_stats),
+        )
 
     def sparsity_report(self, params: PyTree, masks: PyTree) -> jp.SparsityReport:
         """Direct and effective sparsity of ``masks`` (effective mask of the linear model)."""
@@ -356,7 +421,13 @@ class _Run:
             previous = jax.device_get(previous)
             variables = {"params": previous.params, "batch_stats": previous.batch_stats}
         masks = None
-        if phase.prune_first:
+        iterative = self.config.flow == "iterative" and phase.prune_first
+        if iterative:
+            masks = self.iterative_masks(
+                index, variables["params"], variables.get("batch_stats", {}), previous.masks
+            )
+            variables = self.rewind_variables()
+        elif phase.prune_first:
             masks = self.masks_for(variables["params"], variables.get("batch_stats", {}))
         state = state_lib.create_train_state(
             variables, tx, self.state_key, masks=masks, step=phase.start
@@ -364,7 +435,10 @@ class _Run:
         state = sharding.replicate(state, self.mesh)
         if phase.prune_first:
             record = self.sparsity_report(variables["params"], masks).as_dict()
-            if previous is not None:
+            if iterative:
+                rate = self.config.pruning.iterative.rate
+                record.update(round=index, target_sparsity=prune.iterative_sparsity(rate, index))
+            elif previous is not None:
                 record.update(self.evaluate(state))
             self.writer.write(phase.start, "pruned", **record)
             logging.info(
@@ -410,6 +484,8 @@ class _Run:
             step += 1
             progress.update(1)
             last_metrics = step_metrics
+            if self.saves_rewind_point(index, step):
+                self.save_rewind_point(state)
             if step % cfg.log_every == 0 or step == phase.end:
                 means = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
                 window = []
@@ -450,6 +526,12 @@ class _Run:
         if index == len(self.phases) - 1:
             self.save(step, state, index)
         return state
+
+    def saves_rewind_point(self, index: int, step: int) -> bool:
+        """Whether ``step`` of phase ``index`` is the lottery rewind point to save."""
+        if self.config.flow != "iterative" or index != 0:
+            return False
+        return step == self.config.pruning.iterative.rewind_step > 0
 
     # ---- whole run -------------------------------------------------------------------------
 
@@ -495,8 +577,12 @@ class _Run:
         final = evals[self.phases[-1].name]
         host = jax.device_get(state)
         report = self.sparsity_report(host.params, host.masks)
+        extra = {}
+        if self.config.flow == "iterative":
+            extra["rounds"] = self.round_results(records, evals)
         return (
             {
+                **extra,
                 "model": self.config.model.name,
                 "dataset": self.config.dataset.name,
                 "flow": self.config.flow,
@@ -513,12 +599,33 @@ class _Run:
             records,
         )
 
+    def round_results(self, records: list[dict], evals: dict[str, Any]) -> list[dict[str, Any]]:
+        """Per lottery round: its sparsity, kept count and final test accuracy/loss."""
+        pruned = {r["round"]: r for r in records if r.get("phase") == "pruned" and "round" in r}
+        _, total = self.nonprunable_count(jax.device_get(self.init_variables())["params"])
+        rounds = []
+        for r, phase in enumerate(self.phases):
+            info = pruned.get(r, {"sparsity": 0.0, "kept": total})
+            rounds.append(
+                {
+                    "round": r,
+                    "sparsity": info["sparsity"],
+                    "kept": info["kept"],
+                    "test_accuracy": evals[phase.name]["test_accuracy"],
+                    "test_loss": evals[phase.name]["test_loss"],
+                }
+            )
+        return rounds
+
     def target_sparsity(self) -> float | None:
         """The run's final target sparsity (None for a dense run)."""
         if self.config.flow == "dense":
             return None
         if self.config.flow == "gradual":
             return self.config.pruning.schedule.final_sparsity
+        if self.config.flow == "iterative":
+            block = self.config.pruning.iterative
+            return prune.iterative_sparsity(block.rate, block.rounds)
         return self.config.pruning.sparsity
 
     def run(self) -> dict[str, Any]:

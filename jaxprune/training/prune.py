@@ -226,3 +226,81 @@ def traced_mask_fn(
         return jp.layerwise_mask(scores, sparsities, prunable=prunable)
 
     return mask_fn
+
+
+def iterative_sparsity(rate: float, round_index: int) -> float:
+    """Cumulative sparsity after ``round_index`` prunings of ``rate`` of the remaining weights.
+
+    ``1 - (1 - rate) ** round_index``; the kept count is ``jp.n_keep_for`` of it, i.e.
+    ``round((1 - rate) ** round_index * N)`` (half up) over the ``N`` prunable weights.
+    """
+    return 1.0 - (1.0 - rate) ** round_index
+
+
+def nested_masks(
+    pruning: ml_collections.ConfigDict,
+    params: PyTree,
+    previous_masks: PyTree,
+    sparsity: float,
+    *,
+    key: jax.Array,
+    batch: dict[str, jax.Array] | None = None,
+    apply_fn: Callable[[PyTree, jax.Array], jax.Array] | None = None,
+    order: list[str] | None = None,
+) -> PyTree:
+    """Masks at ``sparsity`` chosen among the weights kept by ``previous_masks`` (lottery rounds).
+
+    The scores of ``pruning.score`` are computed on ``params``; every entry already pruned gets
+    a score strictly below all kept entries, so global selection (with MT floors, which the
+    previous mask already met) or a layerwise quota whose per-layer kept counts do not grow
+    with the sparsity picks only previously kept weights.
+
+    Args:
+      pruning: the ``config.pruning`` block (score, selection, quota, min_keep_fraction).
+      params: trained parameters to score.
+      previous_masks: bool pytree like ``params``: the masks of the previous round.
+      sparsity: cumulative target sparsity (``iterative_sparsity``), >= the previous one.
+      key: PRNG key for random scores.
+      batch: a batch of training data for data-dependent scores.
+      apply_fn: ``apply_fn(params, images) -> logits`` for data-dependent scores.
+      order: forward order of the prunable layers (order-aware quotas).
+
+    Returns:
+      A bool pytree like ``params``, nested in ``previous_masks``.
+
+    Raises:
+      RuntimeError: if the selection would revive a pruned weight (a quota that keeps more
+        weights in some layer than the previous round did).
+    """
+    prunable = prunable_spec(pruning)
+    scores = jp.scores.get(pruning.score)(params, key=key, batch=batch, apply_fn=apply_fn)
+    kept_scores = [
+        np.asarray(s, np.float32)[np.asarray(m, bool)]
+        for s, m in zip(jax.tree.leaves(scores), jax.tree.leaves(previous_masks), strict=True)
+    ]
+    kept_scores = np.concatenate([s.ravel() for s in kept_scores] + [np.zeros(1, np.float32)])
+    lowest = float(np.min(kept_scores))
+    below = lowest - max(1.0, abs(lowest))
+    scores = jax.tree.map(
+        lambda s, m: jnp.where(m, jnp.asarray(s, jnp.float32), below), scores, previous_masks
+    )
+    if pruning.selection == "global":
+        min_keep = None
+        if pruning.min_keep_fraction > 0:
+            min_keep = {"fraction_of_total": pruning.min_keep_fraction}
+        masks = jp.global_mask(scores, sparsity, min_keep=min_keep, prunable=prunable)
+    else:
+        sparsities = jp.quotas.get(pruning.quota)(params, sparsity, prunable=prunable, order=order)
+        masks = jp.layerwise_mask(scores, sparsities, prunable=prunable)
+    masks = jax.tree.map(lambda m: np.asarray(m, dtype=bool), masks)
+    revived = sum(
+        int(np.sum(m & ~np.asarray(p, bool)))
+        for m, p in zip(jax.tree.leaves(masks), jax.tree.leaves(previous_masks), strict=True)
+    )
+    if revived:
+        raise RuntimeError(
+            f"iterative pruning at sparsity {sparsity:.6f} would revive {revived} pruned "
+            f"weights (pruning.selection={pruning.selection!r}, quota={pruning.quota!r}); "
+            "use selection='global' or a quota whose per-layer kept counts shrink"
+        )
+    return masks
