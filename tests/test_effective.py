@@ -229,6 +229,32 @@ def test_zoo_resnet_dense_mask_is_fully_effective_and_pruned_stem_kills_all():
     assert report.effective_kept == 0
 
 
+@pytest.mark.parametrize(
+    ("name", "kwargs", "shape"),
+    [
+        ("lenet300", {}, (1, 28, 28, 1)),
+        ("lenet5", {"width": 0.1}, (1, 28, 28, 1)),
+        ("vgg11", {"width": 0.0625}, (1, 32, 32, 3)),
+        ("wrn10_1", {"width": 0.25}, (1, 8, 8, 3)),
+    ],
+)
+def test_every_zoo_family_dense_is_effective_and_empty_head_disconnects(name, kwargs, shape):
+    linear = get_model(name, num_classes=3, linear=True, **kwargs)
+    x = jnp.ones(shape)
+    shapes = jax.eval_shape(linear.init, KEY, x)["params"]
+    params = jax.tree.map(lambda s: np.zeros(s.shape, np.float32), shapes)
+    fn = lambda p, inp: linear.apply({"params": p}, inp)  # noqa: E731
+    dense = jax.tree.map(lambda w: np.ones(w.shape, bool), params)
+    assert all(np.asarray(m).all() for m in jax.tree.leaves(effective_mask(fn, params, dense, x)))
+    order = layer_order(fn, params, x)
+    cut, head = jax.tree.map(np.copy, dense), None
+    for part in order[-1].split("/")[:-1]:
+        head = (cut if head is None else head)[part]
+    head["kernel"] = np.zeros_like(head["kernel"])
+    report = sparsity_report(params, cut, effective_mask=effective_mask(fn, params, cut, x))
+    assert report.effective_kept == 0
+
+
 class Permuted(nn.Module):
     @nn.compact
     def __call__(self, x):
