@@ -77,14 +77,26 @@ def _traced_n_keep(sparsity: jax.Array, total: int) -> jax.Array:
     return jnp.floor((1 - s) * jnp.float32(total) + 0.5).astype(jnp.int32)
 
 
-def _raise_if(flag: jax.Array, message: str) -> None:
-    """Raises ``ValueError(message)`` from the device when ``flag`` is true (jit-safe)."""
+def _host_check(check, value: Any) -> None:
+    """Runs ``check(value)`` now, or on the host while the jitted program runs if traced.
+
+    With a traced ``value`` the check goes through ``jax.debug.callback``, so bad input raises
+    under ``jax.jit`` too.
+    """
+    if _is_traced(value):
+        jax.debug.callback(check, value)
+    else:
+        check(value)
+
+
+def _fail_if(flag: Any, message: str) -> None:
+    """Raises ``ValueError(message)`` when ``flag`` is true (concrete or traced)."""
 
     def check(value):
         if bool(value):
             raise ValueError(message)
 
-    jax.debug.callback(check, flag)
+    _host_check(check, flag)
 
 
 def _prunable_leaves(scores: PyTree, prunable: Prunable):
@@ -104,10 +116,7 @@ def _raise_on_nan(names: list[str], nan: jax.Array) -> None:
                 f"scores[{bad[0]!r}] contains NaN (layers with NaN: {bad}); scores must be numbers"
             )
 
-    if _is_traced(nan):
-        jax.debug.callback(check, nan)
-    else:
-        check(nan)
+    _host_check(check, nan)
 
 
 @functools.partial(jax.jit, static_argnames=("with_floors", "method"))
@@ -132,12 +141,10 @@ def _layer_select(leaves, ks, method: str):
 def _check_no_sentinel(leaves: list[jax.Array]) -> None:
     """MT parks floor-kept entries at -inf (below every score); real -inf/-max scores would tie."""
     lowest = jnp.min(jnp.stack([jnp.min(x) for x in leaves]))
-    bad = lowest <= -topk.MAX_FLOAT
-    message = "scores equal to -inf or -float32.max cannot be combined with min_keep"
-    if _is_traced(bad):
-        _raise_if(bad, message)
-    elif bool(bad):
-        raise ValueError(message)
+    _fail_if(
+        lowest <= -topk.MAX_FLOAT,
+        "scores equal to -inf or -float32.max cannot be combined with min_keep",
+    )
 
 
 def _assemble(leaves, flags, treedef, kept: dict[int, jax.Array]) -> PyTree:
@@ -224,9 +231,9 @@ def global_mask(
 
     if _is_traced(sparsity):
         s = jnp.asarray(sparsity, jnp.float32)
-        _raise_if(jnp.isnan(s) | (s < 0) | (s > 1), "sparsity must be in [0, 1] (traced value)")
+        _fail_if(jnp.isnan(s) | (s < 0) | (s > 1), "sparsity must be in [0, 1] (traced value)")
         n_keep = _traced_n_keep(jnp.clip(s, 0, 1), total)
-        _raise_if(
+        _fail_if(
             n_keep < floor_sum,
             f"minimum threshold is infeasible: the floors keep {floor_sum} weights, more than the "
             "n_keep allowed by the traced sparsity",

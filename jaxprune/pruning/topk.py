@@ -15,13 +15,14 @@ Methods:
   ``jnp.argsort`` on a monotone uint32 key, keeps the first ``k``. Simple and obviously right, but
   sorting 25M floats takes seconds on a CPU.
 * ``"search"`` (default): finds each group's k-th largest value by a search over the uint32 key
-  space (Illinois-style interpolation steps, then bisection, so at most 57 steps; about 10-15 on
-  real weights). Each
-  step counts, per leaf, the entries at least a threshold with a pure-arithmetic pass
+  space: two probes placed from a sorted strided sample, then Illinois-style interpolation
+  steps, then bisection (at most 57 steps; about 10 on real weights). Each step counts, per
+  leaf, the entries at least a threshold with a pure-arithmetic pass
   ``floor(min(max(s*v, 0), u) / u)``, which XLA vectorises (compare/select reductions are an
   order of magnitude slower on CPU). Counts are per-leaf scalars, so they add up across devices for
-  sharded leaves, and extra memory is a few scalars per leaf. Ties at the threshold, when the
-  ``k``-th value is shared, are resolved with one cumulative sum per leaf.
+  sharded leaves, and extra memory is a few scalars per leaf. When the ``k``-th value is shared
+  by more entries than the budget allows, the cutoff among the ties is found in the one leaf that
+  holds it, from its per-row tie counts.
 
 Both methods are pure, jit-compatible, and take ``k`` as a traced value.
 """
@@ -42,7 +43,7 @@ MIN_NORMAL = np.float32(_F32.tiny)
 MAX_FLOAT = np.float32(_F32.max)
 _PARTIAL_SUM_LIMIT = 1 << 24  # float32 counts stay exact up to this many terms
 # Search: Illinois-style interpolation on the count-vs-key curve for the first steps (about ten
-# suffice on real weights), then bisection, which halves a 32-bit key interval: at most 64 steps.
+# suffice on real weights), then bisection, which halves a 32-bit key interval in at most 33.
 _ILLINOIS_STEPS = 24
 _MAX_STEPS = _ILLINOIS_STEPS + 33
 _SAMPLE = 1 << 16  # entries per group sampled to place the first two probes
@@ -225,9 +226,10 @@ def _sample_probes(columns, group_of, ks, sizes, num_groups):
 def _search_thresholds(columns, sizes_per_leaf, group_of, ks, num_groups):
     """Per group, a threshold key ``t`` with ``count(>= t) >= k``, and the per-leaf counts.
 
-    Returns ``(t_key, c_ge_group, c_ge_leaf, c_gt_leaf, exact, all_nonneg)``: when ``exact``
-    (``count(>= t) == k``) the entries ``>= t`` are the answer; otherwise ``t`` is the k-th
-    largest value itself and ``c_gt_leaf`` counts entries strictly above it.
+    Returns ``(t_key, ge_leaf, gt_leaf, exact, nan)``: ``ge_leaf`` counts entries ``>= t`` per
+    leaf; when ``exact`` (``count(>= t) == k``) those entries are the answer; otherwise ``t`` is
+    the k-th largest value itself and ``gt_leaf`` counts entries strictly above it. ``nan`` flags
+    leaves with NaN scores (from the same min pass that decides the non-negative fast path).
     """
     leaf_min = jnp.stack([jnp.min(c) for c in columns])  # NaN propagates: also the NaN check
     all_nonneg = jnp.all(leaf_min >= 0)
@@ -344,14 +346,14 @@ def _search_masks(leaves, group_of, ks, num_groups):
     need = ks - _group_sum(gt_leaf, group_of, num_groups)
     masks, before = [], [jnp.int32(0)] * num_groups
     for i, (leaf, g) in enumerate(zip(leaves, group_of, strict=True)):
-        if_exact = jnp.int32(leaf.size)  # keep every entry >= t
+        all_ties = jnp.int32(leaf.size)  # cutoff that keeps every entry equal to t
         keep = jnp.clip(need[g] - before[g], 0, n_tied[i])
         before[g] = before[g] + n_tied[i]
         partial = ~exact[g] & (keep > 0) & (keep < n_tied[i])
         cutoff = lax.cond(
             partial,
             lambda i=i, g=g, keep=keep: _tie_cutoff(columns[i], t[g], keep),
-            lambda keep=keep, g=g, full=if_exact: jnp.where(
+            lambda keep=keep, g=g, full=all_ties: jnp.where(
                 exact[g] | (keep > 0), full, jnp.int32(0)
             ),
         )
@@ -366,7 +368,7 @@ def top_k_masks(
     group_of: Sequence[int],
     ks: jax.Array,
     method: str = "search",
-) -> list[jax.Array]:
+) -> tuple[list[jax.Array], jax.Array]:
     """Keeps exactly ``ks[g]`` entries of each group of leaves (largest scores, stable ties).
 
     Args:
