@@ -23,7 +23,10 @@ def get_config(arg=None):
     # Experiment flow: 'dense' (train only), 'prune_finetune' (train dense, prune one-shot,
     # fine-tune), 'prune_at_init' (prune the initial weights, train the sparse net), 'gradual'
     # (masks recomputed inside training on pruning.schedule: warm-up, pruning window, recovery),
-    # 'iterative' (lottery ticket: rounds of train, prune, rewind; see pruning.iterative).
+    # 'iterative' (lottery ticket: rounds of train, prune, rewind; see pruning.iterative),
+    # 'scratch_e' / 'scratch_b' (Liu et al.: train dense, prune, then train the pruned
+    # architecture or mask from a fresh init for as many steps as the dense phase (E) or for
+    # that times the dense/pruned FLOPs ratio, capped at scratch.budget_cap (B)).
     config.flow = "dense"
 
     config.model = ml_collections.ConfigDict()
@@ -125,6 +128,54 @@ def get_config(arg=None):
     config.pruning.iterative.rate = 0.2
     # Rewind to the initial weights (0) or to the weights after this many steps of round 0.
     config.pruning.iterative.rewind_step = 0
+
+    # Smart-ratio quota (Su et al. random / hybrid tickets; used when pruning.quota='smart_ratio').
+    config.pruning.smart_ratio = ml_collections.ConfigDict()
+    # Keep ratio of layer l of L ~ (L-l+1)^2 + (L-l+1) ('quadratic', the paper) or the ablations
+    # 'linear' (L-l+1), 'cubic' ((L-l+1)^3 + ...), 'uniform' (1).
+    config.pruning.smart_ratio.ratio = "quadratic"
+    # Drop the 1/l^2 factor (the paper's rule for residual nets); None = True for resnet*/wrn*.
+    config.pruning.smart_ratio.residual = ml_collections.FieldReference(None, field_type=bool)
+    # Keep ratio of the last (Dense) layer.
+    config.pruning.smart_ratio.last_keep = 0.3
+
+    # Sanity checks of Su et al. (flows 'prune_at_init' and 'prune_finetune', unstructured).
+    config.sanity = ml_collections.ConfigDict()
+    # Data the mask is scored on: 'none' (the true data), 'random_labels', 'random_pixels' (each
+    # image's pixels permuted, labels random), 'half_data' (half the score batch). Training
+    # always uses the true data.
+    config.sanity.mask_data = "none"
+    # Permute each layer's mask at random after it is computed (same count per layer).
+    config.sanity.shuffle_layerwise = False
+    # Re-initialise the weights (a fresh draw) under the computed mask before training.
+    config.sanity.reinit = False
+    # Permute the surviving weight values within each layer (mask kept).
+    config.sanity.shuffle_weights = False
+
+    # Structured pruning (Liu et al. "Rethinking"): flows 'prune_finetune', 'scratch_e' and
+    # 'scratch_b' remove whole channels and continue with a really narrower model.
+    config.structured = ml_collections.ConfigDict()
+    # 'none' (unstructured masks from config.pruning), 'l1_filter' (Li et al.: per layer, drop
+    # the filters of smallest L1 norm) or 'slimming' (Liu et al. 2017: one global threshold on
+    # |BatchNorm scale|; every layer keeps at least one channel).
+    config.structured.method = "none"
+    # Fraction of channels pruned: per layer (l1_filter) or over all prunable layers (slimming).
+    config.structured.ratio = 0.5
+    # Per-layer / per-stage overrides: ((regex, ratio), ...) on channel-group names such as
+    # 'Conv_3' or 'BasicBlock_4/Conv_0'; the first regex that matches wins.
+    config.structured.ratios = ()
+    # Regexes of channel groups never pruned (Li et al.'s sensitive layers).
+    config.structured.skip = ()
+    # Network slimming: L1 penalty weight on the BatchNorm scales of the prunable channel groups
+    # during the dense phase (1e-4 in Liu et al. 2017); 0 = off.
+    config.structured.slimming_l1 = 0.0
+
+    # Training from scratch (flows 'scratch_e' / 'scratch_b').
+    config.scratch = ml_collections.ConfigDict()
+    # Scratch-B: the dense phase's steps times min(budget_cap, dense FLOPs / pruned FLOPs).
+    config.scratch.budget_cap = 2.0
+    # Fresh sparse weights scaled by sqrt(fan_in / surviving fan_in) per unit (unstructured).
+    config.scratch.scale_fan_in = True
 
     config.finetune = ml_collections.ConfigDict()
     # Length of the fine-tuning phase (flow='prune_finetune') in epochs; ignored when steps > 0.

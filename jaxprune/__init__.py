@@ -12,6 +12,7 @@ from jaxprune import pruning
 from jaxprune.pruning import quotas, schedules, scores
 from jaxprune.pruning.effective import effective_mask
 from jaxprune.pruning.effective_target import EffectiveTargetResult, effective_target_mask
+from jaxprune.pruning.flops import flops_report
 from jaxprune.pruning.layer_order import layer_order
 from jaxprune.pruning.select import (
     apply_mask,
@@ -29,6 +30,7 @@ __all__ = [
     "apply_mask",
     "effective_mask",
     "effective_target_mask",
+    "flops_report",
     "global_mask",
     "layer_names",
     "layer_order",

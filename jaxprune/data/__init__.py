@@ -6,7 +6,7 @@ See ``jaxprune.data.dataset`` for the ``Dataset`` interface and its determinism 
     batch = next(ds.train_batches(batch_size=128, seed=0))
 """
 
-from jaxprune.data import augment
+from jaxprune.data import augment, corrupt
 from jaxprune.data.dataset import (
     ArrayDataset,
     Batch,
@@ -23,6 +23,7 @@ __all__ = [
     "Dataset",
     "augment",
     "batch_indices",
+    "corrupt",
     "dataset_names",
     "epoch_permutation",
     "get_dataset",

@@ -1,5 +1,6 @@
 """Flax Linen model zoo: LeNets, CIFAR VGG / ResNet / WRN, a registry and width helpers."""
 
+from jaxprune.models import channels
 from jaxprune.models.lenet import LeNet5, LeNet300
 from jaxprune.models.registry import get_model, model_names
 from jaxprune.models.resnet_cifar import BasicBlock, ResNet
@@ -15,6 +16,7 @@ __all__ = [
     "ResNet",
     "WideBasicBlock",
     "WideResNet",
+    "channels",
     "count_params",
     "get_model",
     "matching_width",

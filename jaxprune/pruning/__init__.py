@@ -1,6 +1,17 @@
 """Params pytree -> scores -> quotas -> masks. Imports nothing from training, models or data."""
 
-from jaxprune.pruning import quotas, schedules, scores, select, stats, topk, tree
+from jaxprune.pruning import (
+    flops,
+    quotas,
+    sanity,
+    schedules,
+    scores,
+    select,
+    stats,
+    structured,
+    topk,
+    tree,
+)
 from jaxprune.pruning.effective import effective_mask
 from jaxprune.pruning.effective_target import EffectiveTargetResult, effective_target_mask
 from jaxprune.pruning.layer_order import layer_order
@@ -20,6 +31,7 @@ __all__ = [
     "apply_mask",
     "effective_mask",
     "effective_target_mask",
+    "flops",
     "global_mask",
     "layer_names",
     "layer_order",
@@ -28,11 +40,13 @@ __all__ = [
     "prunable_names",
     "quotas",
     "random_mask",
+    "sanity",
     "schedules",
     "scores",
     "select",
     "sparsity_report",
     "stats",
+    "structured",
     "topk",
     "tree",
 ]

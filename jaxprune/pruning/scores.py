@@ -247,3 +247,82 @@ def synflow_mask(
         step_sparsity = sparsity if k == rounds else 1.0 - (1.0 - sparsity) ** (k / rounds)
         mask = global_mask(scores, step_sparsity, prunable=prunable)
     return mask
+
+
+def _grasp_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Like ``_cross_entropy`` but keeps float64 logits in float64 (second order is fragile)."""
+    dtype = jnp.promote_types(logits.dtype, jnp.float32)
+    log_probs = jax.nn.log_softmax(logits.astype(dtype), axis=-1)
+    if labels.ndim == logits.ndim:
+        return -jnp.mean(jnp.sum(labels.astype(dtype) * log_probs, axis=-1))
+    picked = jnp.take_along_axis(log_probs, labels.astype(jnp.int32)[..., None], axis=-1)
+    return -jnp.mean(picked)
+
+
+@register("grasp")
+def grasp(
+    params: PyTree,
+    *,
+    batch: dict[str, jax.Array] | None = None,
+    apply_fn: Callable[[PyTree, jax.Array], jax.Array] | None = None,
+    mask: PyTree | None = None,
+    temperature: float = 200.0,
+    **ctx,
+) -> PyTree:
+    """GraSP (Wang et al. 2020, gradient signal preservation), sign-flipped so higher = keep.
+
+    With ``L(p)`` the mean cross-entropy of ``apply_fn(p, batch["image"]) / temperature`` against
+    ``batch["label"]`` (class indices or one-hot rows), ``g = grad L(theta)`` and the
+    Hessian-gradient product ``Hg = jvp(grad L, (theta,), (stop_gradient(g),))`` (forward over
+    reverse, no explicit Hessian), the paper's score is ``S = -theta * Hg`` and GraSP **removes
+    the weights with the highest** ``S`` (removing them least reduces, or most increases, the
+    gradient norm after pruning).
+
+    **Sign convention:** every selection in jaxprune keeps the highest scores, so this function
+    returns ``theta * Hg = -S``; ``jp.global_mask(grasp(...), s)`` then keeps exactly the weights
+    GraSP keeps. Scores can be negative.
+
+    With ``mask`` the masked params are scored (``theta`` is 0 at pruned entries), so pruned
+    weights score exactly 0, which is *not* below the negative scores of live weights. The whole
+    computation is jitted; float64 params and inputs (under ``jax.enable_x64``) are honoured.
+
+    Args:
+      params: the params pytree (at initialisation).
+      batch: ``{"image": ..., "label": ...}``, one batch of data.
+      apply_fn: ``apply_fn(params, images) -> logits``.
+      mask: optional bool mask pytree like ``params``.
+      temperature: logits are divided by it before the softmax (200 in the paper's code).
+      **ctx: other context keywords (``key``, ...), ignored.
+
+    Returns:
+      A pytree like ``params`` with ``theta * Hg``.
+
+    Raises:
+      ValueError: if ``batch`` (with ``"image"`` and ``"label"``) or ``apply_fn`` is missing, or
+        ``temperature`` is not a positive number.
+    """
+    del ctx
+    if apply_fn is None:
+        raise ValueError("score 'grasp' needs apply_fn=<(params, images) -> logits>")
+    if batch is None or "image" not in batch or "label" not in batch:
+        got = None if batch is None else sorted(batch)
+        raise ValueError(f"score 'grasp' needs batch={{'image': ..., 'label': ...}}, got {got}")
+    if not float(temperature) > 0:
+        raise ValueError(f"score 'grasp' needs temperature > 0, got {temperature!r}")
+    images, labels = jnp.asarray(batch["image"]), jnp.asarray(batch["label"])
+    return _grasp_theta_hg(_masked(params, mask), images, labels, apply_fn, float(temperature))
+
+
+def _grasp_theta_hg_impl(params, images, labels, apply_fn, temperature):
+    """``theta * Hg``; jitted below, compiled once per ``apply_fn``, temperature and shapes."""
+
+    def loss(p):
+        return _grasp_cross_entropy(apply_fn(p, images) / temperature, labels)
+
+    grad_fn = jax.grad(loss)
+    g = jax.lax.stop_gradient(grad_fn(params))
+    _, hg = jax.jvp(grad_fn, (params,), (g,))
+    return jax.tree.map(lambda w, h: w * h, params, hg)
+
+
+_grasp_theta_hg = jax.jit(_grasp_theta_hg_impl, static_argnames=("apply_fn", "temperature"))

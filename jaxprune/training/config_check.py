@@ -12,7 +12,19 @@ from collections.abc import Collection
 
 import ml_collections
 
-FLOWS = ("dense", "prune_finetune", "prune_at_init", "gradual", "iterative")
+FLOWS = (
+    "dense",
+    "prune_finetune",
+    "prune_at_init",
+    "gradual",
+    "iterative",
+    "scratch_e",
+    "scratch_b",
+)
+SANITY_FLOWS = ("prune_at_init", "prune_finetune")
+STRUCTURED_FLOWS = ("prune_finetune", "scratch_e", "scratch_b")
+STRUCTURED_METHODS = ("none", "l1_filter", "slimming")
+SMART_RATIOS = ("quadratic", "linear", "cubic", "uniform")
 SELECTIONS = ("global", "layerwise")
 TARGETS = ("direct", "effective")
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -147,6 +159,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         prune.make_schedule(block)  # cross-field checks (end_step >= begin_step, frequency >= 1)
     if config.flow == "iterative":
         _iterative(pruning.iterative, training)
+    _one_of("pruning.smart_ratio.ratio", pruning.smart_ratio.ratio, SMART_RATIOS)
+    _number("pruning.smart_ratio.last_keep", pruning.smart_ratio.last_keep, low=0, high=1)
+    _sanity(config)
+    _structured(config)
+    _number("scratch.budget_cap", config.scratch.budget_cap, low=1)
     _number("debug.stop_at_step", config.debug.stop_at_step, low=0, integer=True)
 
 
@@ -160,3 +177,77 @@ def _iterative(block: ml_collections.ConfigDict, training: ml_collections.Config
             "pruning.iterative.rewind_step must be < training.steps "
             f"({training.steps}, the length of round 0), got {block.rewind_step}"
         )
+
+
+def _sanity(config: ml_collections.ConfigDict) -> None:
+    """Checks ``sanity.*`` (Su et al.): names, types and the flows they apply to."""
+    from jaxprune.data import corrupt
+
+    block = config.sanity
+    _one_of("sanity.mask_data", block.mask_data, corrupt.CORRUPTIONS)
+    switches = ("shuffle_layerwise", "reinit", "shuffle_weights")
+    for field in switches:
+        if not isinstance(block[field], bool):
+            raise ValueError(f"sanity.{field} must be a bool, got {block[field]!r}")
+    active = [f"sanity.{f}" for f in switches if block[f]]
+    if block.mask_data != "none":
+        active.append(f"sanity.mask_data={block.mask_data!r}")
+    if active and config.flow not in SANITY_FLOWS:
+        raise ValueError(
+            f"{', '.join(active)} applies to one-shot unstructured pruning (flow one of "
+            f"{list(SANITY_FLOWS)}), got flow={config.flow!r}"
+        )
+    if active and config.structured.method != "none":
+        raise ValueError(
+            f"{', '.join(active)} applies to unstructured masks, got "
+            f"structured.method={config.structured.method!r}"
+        )
+
+
+def _structured(config: ml_collections.ConfigDict) -> None:
+    """Checks ``structured.*`` (Liu et al.): method, ratios, model and flow."""
+    block = config.structured
+    _one_of("structured.method", block.method, STRUCTURED_METHODS)
+    _number("structured.ratio", block.ratio, low=0, high=1)
+    _number("structured.slimming_l1", block.slimming_l1, low=0)
+    pairs = block.ratios
+    if isinstance(pairs, str) or not all(
+        isinstance(p, tuple | list) and len(p) == 2 and isinstance(p[0], str) for p in pairs
+    ):
+        raise ValueError(
+            f"structured.ratios must be a tuple of (regex, ratio) pairs, got {pairs!r}"
+        )
+    for pattern, ratio in pairs:
+        _regex("structured.ratios", pattern)
+        _number(f"structured.ratios[{pattern!r}]", ratio, low=0, high=1)
+    if isinstance(block.skip, str) or not all(isinstance(p, str) for p in block.skip):
+        raise ValueError(f"structured.skip must be a tuple of regex strings, got {block.skip!r}")
+    for pattern in block.skip:
+        _regex("structured.skip", pattern)
+    if block.method == "none":
+        if block.slimming_l1 > 0:
+            raise ValueError(
+                "structured.slimming_l1 is the network-slimming penalty and needs "
+                f"structured.method='slimming', got method={block.method!r}"
+            )
+        return
+    if config.flow not in STRUCTURED_FLOWS:
+        raise ValueError(
+            f"structured.method={block.method!r} needs flow one of {list(STRUCTURED_FLOWS)}, "
+            f"got flow={config.flow!r}"
+        )
+    name = config.model.name.lower()
+    families = ("lenet", "vgg", "resnet") if block.method == "l1_filter" else ("vgg", "resnet")
+    if not name.startswith(families):
+        what = "channel groups" if block.method == "l1_filter" else "BatchNorm scales"
+        raise ValueError(
+            f"structured.method={block.method!r} needs a model with {what} "
+            f"({', '.join(f + '*' for f in families)}), got model.name={config.model.name!r}"
+        )
+
+
+def _regex(field: str, pattern: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        raise ValueError(f"{field} has an invalid regex {pattern!r}: {e}") from e

@@ -17,6 +17,33 @@ A run is a list of phases over one global step counter:
   ``workdir/rewind/`` when reached), and retrains for T steps with a fresh optimizer over
   [r T, (r + 1) T). Rounds are phases, so masks and round state resume like any phase.
   ``summary.json`` gets ``rounds``: per round its sparsity, kept count and test accuracy.
+* ``flow='scratch_e'`` / ``'scratch_b'`` (Liu et al., "Rethinking the Value of Network
+  Pruning"): ``dense`` [0, T), prune the trained net at T, then ``scratch`` [T, T + S) trains
+  the pruned architecture (structured) or the mask (unstructured) from a **fresh**
+  initialisation: a new draw (``fold_in(init key, 1)``); unstructured fresh weights are scaled
+  by ``sqrt(fan_in / surviving fan_in)`` per unit (``scratch.scale_fan_in``). Scratch-E trains
+  S = T steps; Scratch-B S = T * min(``scratch.budget_cap``, dense FLOPs / pruned FLOPs) steps
+  (``jp.pruning.flops.scratch_b_steps``; FLOPs of the unstructured mask count kept weights
+  only). S is stored in every later checkpoint, so a resumed run keeps it.
+
+Structured pruning (``structured.method`` 'l1_filter' or 'slimming', flows 'prune_finetune',
+'scratch_e', 'scratch_b'): at the prune step the channel groups of the zoo model
+(``models.channel_groups``) are scored, the surviving channels chosen
+(``jp.pruning.structured``), and the run continues with a **narrower model**
+(``models.channels.narrow``, widths in checkpoint meta and ``summary.json``) holding the copied
+surviving weights (fine-tune) or a fresh init (scratch). Network slimming adds
+``structured.slimming_l1 * sum |BatchNorm scale|`` over the prunable groups to the dense
+phase's objective (metrics.jsonl gets ``train_penalty``).
+
+Sanity checks (Su et al.; flows 'prune_at_init' and 'prune_finetune'): the scoring batch can be
+corrupted (``sanity.mask_data``: random labels, random pixels, half the data; training uses the
+true data), and between mask computation and training the masks can be shuffled within each
+layer, the weights re-drawn under the mask, or the surviving weights permuted within each layer
+(``sanity.shuffle_layerwise`` / ``reinit`` / ``shuffle_weights``, applied in that order).
+
+Every one-shot prune writes a ``pruned`` record with the FLOPs (multiply-accumulates per
+example, ``jp.pruning.flops``) and parameter counts of the pruned model next to the dense ones;
+``summary.json`` has them under ``flops`` for the final model.
 
 Effective sparsity (Vysogorets & Kempe): after one-shot pruning, metrics.jsonl gets a
 ``pruned`` record with the direct and effective sparsity and compression, total and per layer
@@ -36,6 +63,7 @@ previous log line, so they also match exactly when ``checkpoint_every`` is a mul
 import dataclasses
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -51,6 +79,10 @@ from absl import logging
 
 import jaxprune as jp
 from jaxprune import data, models
+from jaxprune.data import corrupt
+from jaxprune.models import channels
+from jaxprune.pruning import flops as flops_lib
+from jaxprune.pruning import sanity, structured
 from jaxprune.training import (
     checkpoint,
     config_check,
@@ -95,6 +127,9 @@ class Phase:
         return self.start + self.num_steps
 
 
+SCRATCH_FLOWS = ("scratch_e", "scratch_b")
+
+
 class RunStopped(Exception):
     """Raised internally when ``debug.stop_at_step`` is reached."""
 
@@ -123,6 +158,12 @@ def plan_phases(config: ml_collections.ConfigDict, steps_per_epoch: int) -> list
         return [Phase("sparse", 0, first, training.learning_rate, training.lr_schedule, True)]
     if config.flow == "gradual":
         return [Phase("gradual", 0, first, training.learning_rate, training.lr_schedule, False)]
+    if config.flow in SCRATCH_FLOWS:
+        # Scratch-B's length is known only after pruning (FLOPs ratio); it is re-planned then.
+        return [
+            Phase("dense", 0, first, training.learning_rate, training.lr_schedule, False),
+            Phase("scratch", first, first, training.learning_rate, training.lr_schedule, True),
+        ]
     if config.flow == "iterative":
         rewind = config.pruning.iterative.rewind_step
         if rewind >= first:
@@ -191,6 +232,8 @@ class _Run:
         # threefry): compiling a threefry init of a ResNet takes ~10x longer on CPU. The
         # initial weights remain a pure function of the seed on a given backend.
         self.init_key = jax.random.key(config.seed, impl="rbg")
+        # Fresh weights of sanity.reinit and of the scratch flows: a draw independent of init.
+        self.fresh_key = jax.random.fold_in(self.init_key, 1)
         sample = jnp.zeros((1, *self.ds.input_shape), jnp.float32)
         self.sample_input = sample
         linear_model = self.model.clone(linear=True)
@@ -199,13 +242,82 @@ class _Run:
         self.elapsed_before = 0.0
         self.start_time = time.time()
         self.train_step = None
-        self.eval_step = sharding.jit_eval_step(steps.eval_step_fn(self.model.apply), self.mesh)
+        self.structured = config.structured.method != "none"
+        # Channel counts of the narrow model after structured pruning (None before / without).
+        self.widths: tuple[int, ...] | None = None
+        self.prune_index = next((i for i, p in enumerate(self.phases) if p.prune_first), None)
+        self._eval_steps: dict[Any, Any] = {}
+        self._dense_flops: flops_lib.FlopsReport | None = None
+        self.use_model(self.model)
 
     # ---- building blocks -------------------------------------------------------------------
 
     def init_variables(self) -> PyTree:
         """Initial model variables (a pure function of the seed)."""
         return self._init(self.init_key)
+
+    def model_for(self, index: int) -> Any:
+        """The model phase ``index`` trains: the narrow one from structured pruning on."""
+        if self.widths is not None and self.prune_index is not None and index >= self.prune_index:
+            return channels.narrow(self.model, self.widths)
+        return self.model
+
+    def use_model(self, model: Any) -> None:
+        """Makes ``model`` the one evaluated, reported and trained from now on."""
+        self.active_model = model
+        key = getattr(model, "widths", None)
+        if key not in self._eval_steps:
+            self._eval_steps[key] = sharding.jit_eval_step(
+                steps.eval_step_fn(model.apply), self.mesh
+            )
+        self.eval_step = self._eval_steps[key]
+
+    def set_phase_steps(self, index: int, num_steps: int) -> None:
+        """Sets the length of phase ``index``; later phases move with it."""
+        start = self.phases[index].start
+        for i in range(index, len(self.phases)):
+            length = num_steps if i == index else self.phases[i].num_steps
+            self.phases[i] = dataclasses.replace(self.phases[i], start=start, num_steps=length)
+            start += length
+
+    def apply_fn_for(self, model: Any, batch_stats: PyTree) -> Any:
+        """``apply_fn(params, images) -> logits`` of ``model`` in eval mode."""
+
+        def apply_fn(p, x):
+            variables = {"params": p}
+            if jax.tree.leaves(batch_stats):
+                variables["batch_stats"] = batch_stats
+            return model.apply(variables, x, train=False)
+
+        return apply_fn
+
+    def flops(self, model: Any, variables: PyTree, masks: PyTree | None) -> flops_lib.FlopsReport:
+        """FLOPs (MACs per example) and parameter counts of ``model`` under ``masks``."""
+        variables = jax.device_get(variables)
+        apply_fn = self.apply_fn_for(model, variables.get("batch_stats", {}))
+        return flops_lib.flops_report(apply_fn, variables["params"], self.sample_input, masks)
+
+    def dense_flops(self) -> flops_lib.FlopsReport:
+        """FLOPs and parameters of the unpruned model (cached)."""
+        if self._dense_flops is None:
+            self._dense_flops = self.flops(self.model, self.init_variables(), None)
+        return self._dense_flops
+
+    def flops_record(self, report: flops_lib.FlopsReport) -> dict[str, Any]:
+        """FLOPs / parameters of a pruned model next to the dense model's, with the ratios."""
+        dense = self.dense_flops()
+        return {
+            "flops": report.total_sparse_flops,
+            "flops_dense": dense.total_flops,
+            "flops_reduction": 1.0 - report.total_sparse_flops / dense.total_flops,
+            "params": report.total_nonzero,
+            "params_dense": dense.total_params,
+            "params_reduction": 1.0 - report.total_nonzero / dense.total_params,
+        }
+
+    def quota_kwargs(self) -> dict[str, Any]:
+        """Options of the configured quota (smart ratio's ratio / residual / last_keep)."""
+        return prune.quota_options(self.config.pruning, self.config.model.name)
 
     def optimizer(self, phase: Phase) -> tuple[optax.GradientTransformation, optax.Schedule]:
         """Optimizer and schedule of a phase."""
@@ -216,11 +328,16 @@ class _Run:
             total_steps=phase.num_steps,
         )
 
-    def abstract_state(self, phase: Phase) -> PyTree:
-        """Shape/dtype/sharding skeleton of a state of ``phase`` (for restoring)."""
-        tx, _ = self.optimizer(phase)
+    def abstract_state(self, index: int) -> PyTree:
+        """Shape/dtype/sharding skeleton of a state of phase ``index`` (for restoring)."""
+        tx, _ = self.optimizer(self.phases[index])
+        model = self.model_for(index)
         shapes = jax.eval_shape(
-            lambda: state_lib.create_train_state(self._init(self.init_key), tx, self.state_key)
+            lambda: state_lib.create_train_state(
+                model.init({"params": self.init_key}, self.sample_input, train=False),
+                tx,
+                self.state_key,
+            )
         )
         rep = sharding.replicated(self.mesh)
         return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), shapes)
@@ -236,6 +353,10 @@ class _Run:
             return self.model.apply(variables, x, train=False)
 
         batch = self.ds.sample(min(pruning.score_batch_size, self.ds.num_train), self.config.seed)
+        # Sanity checks (Su et al.): the mask may be scored on corrupted data; training is not.
+        batch = corrupt.corrupt(
+            batch, self.config.sanity.mask_data, self.config.seed, self.ds.num_classes
+        )
         batch = {k: jnp.asarray(v) for k, v in batch.items()}
         order = None
         # Quotas that treat the first/last layer specially need the forward order of the
@@ -253,8 +374,84 @@ class _Run:
             **self.score_inputs(params, batch_stats),
             linear_apply_fn=self.linear_apply,
             sample_input=self.sample_input,
+            quota_kwargs=self.quota_kwargs(),
         )
         return jax.tree.map(lambda m: np.asarray(m, dtype=bool), masks)
+
+    def apply_sanity(self, variables: PyTree, masks: PyTree) -> tuple[PyTree, PyTree]:
+        """Su et al.'s sanity-check edits of a fresh mask and its weights (``config.sanity``)."""
+        cfg = self.config.sanity
+        prunable = prune.prunable_spec(self.config.pruning)
+        key_masks, key_weights = jax.random.split(jax.random.fold_in(self.prune_key, 0x5A17))
+        params = variables["params"]
+        if cfg.shuffle_layerwise:
+            masks = sanity.shuffle_layerwise(key_masks, masks, prunable=prunable)
+        if cfg.reinit:
+            params = sanity.reinit(self.fresh_key, lambda key: self._init(key)["params"], masks)
+        if cfg.shuffle_weights:
+            params = sanity.shuffle_weights(key_weights, params, masks, prunable=prunable)
+        masks = jax.tree.map(lambda m: np.asarray(m, dtype=bool), masks)
+        return {**variables, "params": params}, masks
+
+    def fresh_sparse_variables(self, masks: PyTree) -> PyTree:
+        """A fresh initialisation under ``masks`` (unstructured scratch training, Liu et al.)."""
+        fresh = jax.device_get(self._init(self.fresh_key))
+        params = sanity.reinit(
+            self.fresh_key,
+            lambda key: self._init(key)["params"],
+            masks,
+            scale_fan_in=self.config.scratch.scale_fan_in,
+        )
+        return {**fresh, "params": params}
+
+    def channel_groups(self, variables: PyTree) -> tuple[list[Any], list[Any]]:
+        """The zoo model's channel groups: (those not in ``structured.skip``, all)."""
+        groups = channels.channel_groups(self.model, variables)
+        skip = self.config.structured.skip
+        return [g for g in groups if not any(re.search(p, g.name) for p in skip)], groups
+
+    def prune_structured(self, variables: PyTree) -> tuple[Any, PyTree, dict[str, Any]]:
+        """Structured pruning of ``variables``: (narrow model, its variables, record)."""
+        cfg = self.config.structured
+        variables = jax.device_get(
+            {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+        )
+        active, groups = self.channel_groups(variables)
+        record: dict[str, Any] = {"method": cfg.method}
+        if cfg.method == "l1_filter":
+            ratios = structured.layer_ratios(groups, cfg.ratio, cfg.ratios, cfg.skip)
+            kept = structured.select_top(structured.filter_l1_norms(variables, groups), ratios)
+        else:
+            kept, threshold = structured.slimming_select(variables, active, cfg.ratio)
+            record["threshold"] = float(threshold)
+            for group in groups:
+                kept.setdefault(group.name, np.arange(group.size))
+        narrow_model, narrow_variables = channels.shrink_model(self.model, variables, kept)
+        self.widths = tuple(int(w) for w in structured.kept_widths(groups, kept))
+        record["widths"] = list(self.widths)
+        record["widths_dense"] = [g.size for g in groups]
+        logging.info("structured pruning (%s): widths %s", cfg.method, self.widths)
+        return narrow_model, narrow_variables, record
+
+    def regularizer(self, index: int) -> Any:
+        """Network slimming's L1 penalty on BN scales for the dense phase (else None)."""
+        cfg = self.config.structured
+        if cfg.method != "slimming" or cfg.slimming_l1 == 0 or self.phases[index].name != "dense":
+            return None
+        active, _ = self.channel_groups(jax.device_get(self.init_variables()))
+        paths = [g.bn_scale.split("/")[1:] for g in active]
+        weight = float(cfg.slimming_l1)
+
+        def penalty(params: PyTree) -> jax.Array:
+            total = jnp.zeros((), jnp.float32)
+            for path in paths:
+                leaf = params
+                for part in path:
+                    leaf = leaf[part]
+                total = total + jnp.sum(jnp.abs(leaf))
+            return weight * total
+
+        return penalty
 
     def rewind_path(self) -> Path:
         """File of the weights after ``pruning.iterative.rewind_step`` steps (flow='iterative')."""
@@ -295,13 +492,19 @@ class _Run:
             sparsity,
             key=jax.random.fold_in(self.prune_key, index),
             **self.score_inputs(params, batch_stats),
+            quota_kwargs=self.quota_kwargs(),
         )
 
     def sparsity_report(self, params: PyTree, masks: PyTree) -> jp.SparsityReport:
         """Direct and effective sparsity of ``masks`` (effective mask of the linear model)."""
         params, masks = jax.device_get((params, masks))
         prunable = prune.prunable_spec(self.config.pruning)
-        emask = jp.effective_mask(self.linear_apply, params, masks, self.sample_input, prunable)
+        linear_model = self.active_model.clone(linear=True)
+
+        def linear_apply(p, x):
+            return linear_model.apply({"params": p}, x)
+
+        emask = jp.effective_mask(linear_apply, params, masks, self.sample_input, prunable)
         return jp.sparsity_report(params, masks, effective_mask=emask, prunable=prunable)
 
     def gradual_step_fn(self, tx, schedule, params: PyTree, num_steps: int):
@@ -314,7 +517,12 @@ class _Run:
                 lambda p, x: self.model.apply({"params": p}, x, train=False), params, sample
             )
         mask_fn = prune.traced_mask_fn(
-            pruning, schedule, jax.device_get(params), num_steps=num_steps, order=order
+            pruning,
+            schedule,
+            jax.device_get(params),
+            num_steps=num_steps,
+            order=order,
+            quota_kwargs=self.quota_kwargs(),
         )
         return steps.gradual_train_step_fn(self.model.apply, tx, schedule, mask_fn)
 
@@ -361,6 +569,8 @@ class _Run:
         return {
             "phase": self.phases[phase_index].name,
             "phase_index": phase_index,
+            "phase_steps": [p.num_steps for p in self.phases],
+            "widths": None if self.widths is None else list(self.widths),
             "elapsed_s": self.elapsed_before + time.time() - self.start_time,
             "config": self.config_dict,
         }
@@ -414,31 +624,65 @@ class _Run:
     ) -> state_lib.TrainState:
         """Builds the first state of phase ``index`` (pruning first if the phase asks)."""
         phase = self.phases[index]
-        tx, _ = self.optimizer(phase)
+        flow = self.config.flow
         if previous is None:
             variables = self.init_variables()
         else:
             previous = jax.device_get(previous)
             variables = {"params": previous.params, "batch_stats": previous.batch_stats}
         masks = None
-        iterative = self.config.flow == "iterative" and phase.prune_first
+        model = self.model
+        extra: dict[str, Any] = {}
+        iterative = flow == "iterative" and phase.prune_first
         if iterative:
             masks = self.iterative_masks(
                 index, variables["params"], variables.get("batch_stats", {}), previous.masks
             )
             variables = self.rewind_variables()
+        elif phase.prune_first and self.structured:
+            model, variables, structured_record = self.prune_structured(variables)
+            extra["structured"] = structured_record
+            if flow in SCRATCH_FLOWS:
+                variables = jax.jit(
+                    lambda key: model.init({"params": key}, self.sample_input, train=False)
+                )(self.fresh_key)
         elif phase.prune_first:
             masks = self.masks_for(variables["params"], variables.get("batch_stats", {}))
+            if flow in SCRATCH_FLOWS:
+                variables = self.fresh_sparse_variables(masks)
+            else:
+                variables, masks = self.apply_sanity(variables, masks)
+        self.use_model(model)
+        if phase.prune_first and not iterative:
+            cost = self.flops(model, variables, masks)
+            extra.update(self.flops_record(cost))
+            if flow == "scratch_b":
+                base = self.phases[0].num_steps
+                budget = flops_lib.scratch_b_steps(
+                    base,
+                    self.dense_flops().total_flops,
+                    cost.total_sparse_flops,
+                    cap=self.config.scratch.budget_cap,
+                )
+                self.set_phase_steps(index, budget)
+                extra["scratch_steps"] = budget
+                logging.info("Scratch-B: %d steps (dense phase: %d)", budget, base)
+            phase = self.phases[index]
+        tx, _ = self.optimizer(phase)
         state = state_lib.create_train_state(
             variables, tx, self.state_key, masks=masks, step=phase.start
         )
         state = sharding.replicate(state, self.mesh)
         if phase.prune_first:
-            record = self.sparsity_report(variables["params"], masks).as_dict()
+            report_masks = masks
+            if report_masks is None:
+                report_masks = state_lib.dense_masks(jax.device_get(variables["params"]))
+            record = self.sparsity_report(variables["params"], report_masks).as_dict()
+            record.update(extra)
             if iterative:
                 rate = self.config.pruning.iterative.rate
                 record.update(round=index, target_sparsity=prune.iterative_sparsity(rate, index))
-            elif previous is not None:
+            elif previous is not None and flow not in SCRATCH_FLOWS:
                 record.update(self.evaluate(state))
             self.writer.write(phase.start, "pruned", **record)
             logging.info(
@@ -463,8 +707,13 @@ class _Run:
             step_fn = self.gradual_step_fn(tx, sparsity_schedule, state.params, phase.end)
             nonprunable = self.nonprunable_count(state.params)
         else:
-            step_fn = steps.train_step_fn(self.model.apply, tx)
+            step_fn = steps.train_step_fn(
+                self.active_model.apply, tx, regularizer=self.regularizer(index)
+            )
         self.train_step = sharding.jit_train_step(step_fn, self.mesh)
+        if progress.total != self.phases[-1].end:  # Scratch-B re-planned the phase
+            progress.total = self.phases[-1].end
+            progress.refresh()
         step = int(state.step)
         batches = self.ds.train_batches(cfg.batch_size, self.config.seed, start_step=step)
         window: list[dict[str, jax.Array]] = []
@@ -492,12 +741,14 @@ class _Run:
                 if not math.isfinite(means["loss"]):
                     self.nan_error(step, f"the training loss ({means['loss']})")
                 lr = float(schedule(step - phase.start - 1))
+                extra = {"train_penalty": means["penalty"]} if "penalty" in means else {}
                 self.writer.write(
                     step,
                     phase.name,
                     train_loss=means["loss"],
                     train_accuracy=means["accuracy"],
                     learning_rate=lr,
+                    **extra,
                 )
                 progress.set_postfix(loss=f"{means['loss']:.4f}", acc=f"{means['accuracy']:.3f}")
                 # With a live progress bar the log lines would only break it up.
@@ -548,12 +799,15 @@ class _Run:
             f"the one stored in checkpoint {self.ckpt.directory / str(latest)}",
         )
         index = meta.get("phase_index")
+        where = self.ckpt.directory / str(latest)
         if not isinstance(index, int) or not 0 <= index < len(self.phases):
             raise checkpoint.CheckpointError(
-                f"checkpoint {self.ckpt.directory / str(latest)} names phase {index!r}, "
+                f"checkpoint {where} names phase {index!r}, "
                 f"but this flow has {len(self.phases)} phase(s)"
             )
-        state = self.ckpt.restore_state(latest, self.abstract_state(self.phases[index]))
+        self.restore_plan(meta, where)
+        self.use_model(self.model_for(index))
+        state = self.ckpt.restore_state(latest, self.abstract_state(index))
         if int(state.step) != latest:
             raise checkpoint.CheckpointError(
                 f"checkpoint {self.ckpt.directory / str(latest)} holds step {int(state.step)}"
@@ -562,6 +816,28 @@ class _Run:
         self.writer.truncate_after(latest)
         logging.info("resuming from step %d (phase %s)", latest, self.phases[index].name)
         return index, state
+
+    def restore_plan(self, meta: dict[str, Any], where: Path) -> None:
+        """Phase lengths (Scratch-B) and narrow widths (structured) from checkpoint meta."""
+        lengths = meta.get("phase_steps")
+        if lengths is not None:
+            if len(lengths) != len(self.phases) or not all(
+                isinstance(n, int) and n > 0 for n in lengths
+            ):
+                raise checkpoint.CheckpointError(
+                    f"checkpoint {where} has phase_steps {lengths!r}, but this flow has "
+                    f"{len(self.phases)} phase(s)"
+                )
+            for i, n in enumerate(lengths):
+                self.set_phase_steps(i, n)
+        widths = meta.get("widths")
+        if widths is not None:
+            if not self.structured or not all(isinstance(w, int) and w > 0 for w in widths):
+                raise checkpoint.CheckpointError(
+                    f"checkpoint {where} has narrow widths {widths!r}, which this config "
+                    f"(structured.method={self.config.structured.method!r}) cannot hold"
+                )
+            self.widths = tuple(widths)
 
     def summary(self, state: state_lib.TrainState) -> tuple[dict[str, Any], Any, list[dict]]:
         """Final results (accuracy/loss per phase, sparsity, wall time), report, records."""
@@ -580,6 +856,13 @@ class _Run:
         extra = {}
         if self.config.flow == "iterative":
             extra["rounds"] = self.round_results(records, evals)
+        variables = {"params": host.params, "batch_stats": host.batch_stats}
+        extra["flops"] = self.flops_record(self.flops(self.active_model, variables, host.masks))
+        if self.structured:
+            extra["structured"] = {
+                "method": self.config.structured.method,
+                "widths": None if self.widths is None else list(self.widths),
+            }
         return (
             {
                 **extra,
@@ -619,7 +902,7 @@ class _Run:
 
     def target_sparsity(self) -> float | None:
         """The run's final target sparsity (None for a dense run)."""
-        if self.config.flow == "dense":
+        if self.config.flow == "dense" or self.structured:
             return None
         if self.config.flow == "gradual":
             return self.config.pruning.schedule.final_sparsity
@@ -665,6 +948,15 @@ def format_table(summary: dict[str, Any], report: Any) -> str:
             f"{name:<10} {ev['step']:>8d} {100 * ev['test_accuracy']:>8.2f}% "
             f"{ev['test_loss']:>10.4f}"
         )
+    if "flops" in summary:
+        cost = summary["flops"]
+        lines.append(
+            f"FLOPs (MACs/example) {cost['flops']:,} of {cost['flops_dense']:,} "
+            f"({cost['flops_reduction']:.2%} fewer); params {cost['params']:,} of "
+            f"{cost['params_dense']:,} ({cost['params_reduction']:.2%} fewer)"
+        )
+    if summary.get("structured", {}).get("widths"):
+        lines.append(f"narrow widths: {summary['structured']['widths']}")
     lines.append("")
     lines.append(report.table())
     lines.append(f"wall time: {summary['wall_time_s']:.1f} s")

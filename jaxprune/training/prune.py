@@ -33,6 +33,20 @@ def prunable_spec(pruning: ml_collections.ConfigDict) -> list[str] | None:
     return list(pruning.prunable) or None
 
 
+def quota_options(pruning: ml_collections.ConfigDict, model_name: str = "") -> dict[str, Any]:
+    """Keyword options of ``pruning.quota`` from the config (only smart_ratio has any).
+
+    ``pruning.smart_ratio.residual = None`` means: residual for ``resnet*`` / ``wrn*`` models.
+    """
+    if pruning.quota != "smart_ratio":
+        return {}
+    block = pruning.smart_ratio
+    residual = block.residual
+    if residual is None:
+        residual = model_name.lower().startswith(("resnet", "wrn"))
+    return {"ratio": block.ratio, "residual": bool(residual), "last_keep": block.last_keep}
+
+
 def compute_masks(
     pruning: ml_collections.ConfigDict,
     params: PyTree,
@@ -43,6 +57,7 @@ def compute_masks(
     order: list[str] | None = None,
     linear_apply_fn: Callable[[PyTree, jax.Array], jax.Array] | None = None,
     sample_input: jax.Array | None = None,
+    quota_kwargs: dict[str, Any] | None = None,
 ) -> PyTree:
     """Masks for ``params`` at ``pruning.sparsity`` (direct or effective, ``pruning.target``).
 
@@ -56,6 +71,7 @@ def compute_masks(
       linear_apply_fn: ``apply_fn(params, x)`` of the model in linear mode; needed when
         ``pruning.target == 'effective'``.
       sample_input: a one-example input batch for ``linear_apply_fn``.
+      quota_kwargs: extra options of the quota (``quota_options``).
 
     Returns:
       A bool pytree like ``params``.
@@ -91,7 +107,9 @@ def compute_masks(
         quota_fn = jp.quotas.get(pruning.quota)
 
         def mask_fn(sparsity: float) -> PyTree:
-            sparsities = quota_fn(params, sparsity, prunable=prunable, order=order)
+            sparsities = quota_fn(
+                params, sparsity, prunable=prunable, order=order, **(quota_kwargs or {})
+            )
             return jp.layerwise_mask(scores, sparsities, prunable=prunable)
 
     if pruning.target == "direct":
@@ -172,6 +190,7 @@ def traced_mask_fn(
     *,
     num_steps: int,
     order: list[str] | None = None,
+    quota_kwargs: dict[str, Any] | None = None,
 ) -> MaskFn:
     """A jit-compatible ``mask_fn(params, step, *, key, batch, apply_fn) -> masks``.
 
@@ -189,6 +208,7 @@ def traced_mask_fn(
       params: parameters (only shapes are used).
       num_steps: global steps of the run (bounds the update table).
       order: forward order of the prunable layers (order-aware quotas).
+      quota_kwargs: extra options of the quota (``quota_options``).
     """
     prunable = prunable_spec(pruning)
     score_fn = jp.scores.get(pruning.score)
@@ -202,7 +222,13 @@ def traced_mask_fn(
     if pruning.selection == "layerwise":
         quota_fn = jp.quotas.get(pruning.quota)
         rows = [
-            quota_fn(params, schedule.sparsity_at(t), prunable=prunable, order=order)
+            quota_fn(
+                params,
+                schedule.sparsity_at(t),
+                prunable=prunable,
+                order=order,
+                **(quota_kwargs or {}),
+            )
             for t in updates
         ]
         names = list(rows[0])
@@ -247,6 +273,7 @@ def nested_masks(
     batch: dict[str, jax.Array] | None = None,
     apply_fn: Callable[[PyTree, jax.Array], jax.Array] | None = None,
     order: list[str] | None = None,
+    quota_kwargs: dict[str, Any] | None = None,
 ) -> PyTree:
     """Masks at ``sparsity`` chosen among the weights kept by ``previous_masks`` (lottery rounds).
 
@@ -264,6 +291,7 @@ def nested_masks(
       batch: a batch of training data for data-dependent scores.
       apply_fn: ``apply_fn(params, images) -> logits`` for data-dependent scores.
       order: forward order of the prunable layers (order-aware quotas).
+      quota_kwargs: extra options of the quota (``quota_options``).
 
     Returns:
       A bool pytree like ``params``, nested in ``previous_masks``.
@@ -290,7 +318,9 @@ def nested_masks(
             min_keep = {"fraction_of_total": pruning.min_keep_fraction}
         masks = jp.global_mask(scores, sparsity, min_keep=min_keep, prunable=prunable)
     else:
-        sparsities = jp.quotas.get(pruning.quota)(params, sparsity, prunable=prunable, order=order)
+        sparsities = jp.quotas.get(pruning.quota)(
+            params, sparsity, prunable=prunable, order=order, **(quota_kwargs or {})
+        )
         masks = jp.layerwise_mask(scores, sparsities, prunable=prunable)
     masks = jax.tree.map(lambda m: np.asarray(m, dtype=bool), masks)
     revived = sum(

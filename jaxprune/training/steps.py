@@ -38,7 +38,9 @@ def _loss_and_accuracy(
 
 
 def train_step_fn(
-    apply_fn: Callable[..., Any], tx: optax.GradientTransformation
+    apply_fn: Callable[..., Any],
+    tx: optax.GradientTransformation,
+    regularizer: Callable[[PyTree], jax.Array] | None = None,
 ) -> Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, Metrics]]:
     """Returns the (unjitted) masked train step for a model and optimizer.
 
@@ -46,6 +48,9 @@ def train_step_fn(
       apply_fn: the Linen module's ``apply``; called as
         ``apply_fn(variables, images, train=True, mutable=[...], rngs=...)``.
       tx: optax transformation.
+      regularizer: optional ``penalty(params) -> scalar`` added to the objective (e.g. network
+        slimming's L1 on BatchNorm scales). The reported ``loss`` stays the data loss; the
+        penalty is reported as ``penalty``.
 
     Returns:
       ``step(state, batch) -> (new_state, {'loss', 'accuracy'})`` where the batch holds
@@ -76,11 +81,13 @@ def train_step_fn(
             ones = jnp.ones(batch["label"].shape, jnp.float32)
             loss_sum, correct = _loss_and_accuracy(logits, batch["label"], ones)
             n = batch["label"].shape[0]
-            return loss_sum / n, (correct / n, new_stats)
+            loss = loss_sum / n
+            penalty = regularizer(params) if regularizer is not None else jnp.zeros(())
+            return loss + penalty, (loss, penalty, correct / n, new_stats)
 
-        (loss, (accuracy, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params
-        )
+        (_, (loss, penalty, accuracy, new_stats)), grads = jax.value_and_grad(
+            loss_fn, has_aux=True
+        )(state.params)
         grads = _masked(grads, state.masks)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         updates = _masked(updates, state.masks)
@@ -88,7 +95,10 @@ def train_step_fn(
         new_state = state.replace(
             step=state.step + 1, params=params, batch_stats=new_stats, opt_state=opt_state
         )
-        return new_state, {"loss": loss, "accuracy": accuracy}
+        metrics = {"loss": loss, "accuracy": accuracy}
+        if regularizer is not None:
+            metrics["penalty"] = penalty
+        return new_state, metrics
 
     return step
 

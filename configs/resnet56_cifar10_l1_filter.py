@@ -1,0 +1,88 @@
+"""ResNet-56 on CIFAR-10 with Li et al.'s L1-norm filter pruning, settings "A" and "B".
+
+Only the first conv of each residual block is pruned (its output channels are free; the block
+outputs are tied together by the residual sums). Li et al. / Liu et al. (Table 1):
+
+* ``A`` (default): 10% of the filters of every block's first conv, except the sensitive layers
+  16, 20, 38 and 54 (blocks 7, 9, 18 and 26);
+* ``B``: 60% / 30% / 10% in stages 1 / 2 / 3, skipping layers 16, 18, 20, 34, 38 and 54
+  (blocks 7, 8, 9, 16, 18, 26).
+
+Our ResNet uses 1x1 projection shortcuts (option B) where Li et al. use zero padding, so the
+dense model has 0.7% more FLOPs; the pruned layers are the same.
+
+Needs CIFAR-10 prepared for tensorflow-datasets (see README, "Datasets"), then on a GPU/TPU:
+
+    python -m jaxprune.main --config configs/resnet56_cifar10_l1_filter.py:B \
+        --workdir runs/resnet56_b --config.dataset.data_dir=~/tensorflow_datasets
+
+Expected (Liu et al.'s numbers; not measured here): dense ~93.1%; A: fine-tuned ~92.97%,
+Scratch-E ~92.96%, Scratch-B ~93.09%; B: fine-tuned ~92.67%, Scratch-E ~92.54%, Scratch-B ~93.05%.
+
+Arguments (comma-separated): ``A`` or ``B``, and ``smoke`` (a width-1/2 ResNet-20 on a small
+synthetic CIFAR-shaped set, seconds).
+"""
+
+from configs import default
+
+SKIP = {
+    "A": (r"^BasicBlock_(7|9|18|26)/",),
+    "B": (r"^BasicBlock_(7|8|9|16|18|26)/",),
+}
+RATIOS = {
+    "A": (),
+    "B": (
+        (r"^BasicBlock_[0-8]/", 0.6),
+        (r"^BasicBlock_(9|1[0-7])/", 0.3),
+        (r"^BasicBlock_(1[89]|2[0-6])/", 0.1),
+    ),
+}
+
+
+def get_config(arg=None):
+    tokens = [t for t in (arg or "").split(",") if t]
+    unknown = [t for t in tokens if t not in (*SKIP, "smoke")]
+    if unknown or sum(t in SKIP for t in tokens) > 1:
+        raise ValueError(f"unknown config argument {arg!r}; use 'A' or 'B' and/or 'smoke'")
+    variant = next((t for t in tokens if t in SKIP), "A")
+
+    config = default.get_config()
+    config.flow = "prune_finetune"
+    config.model.name = "resnet56"
+    config.dataset.name = "cifar10"
+
+    config.training.batch_size = 64
+    config.training.epochs = 160.0
+    config.training.optimizer = "sgd"
+    config.training.learning_rate = 0.1
+    config.training.lr_schedule = "step"
+    config.training.momentum = 0.9
+    config.training.weight_decay = 1e-4
+    config.training.log_every = 100
+    config.training.eval_every = 7800
+    config.training.checkpoint_every = 7800
+
+    config.structured.method = "l1_filter"
+    config.structured.ratio = 0.1
+    config.structured.ratios = RATIOS[variant]
+    config.structured.skip = SKIP[variant]
+
+    config.finetune.epochs = 40.0
+    config.finetune.learning_rate = 0.001
+    config.finetune.lr_schedule = "constant"
+
+    if "smoke" in tokens:
+        config.model.name = "resnet20"
+        config.model.width = 0.5
+        config.dataset.name = "synthetic"
+        config.dataset.shape_like = "cifar10"
+        config.dataset.num_train = 256
+        config.dataset.num_test = 128
+        config.training.batch_size = 32
+        config.training.steps = 12
+        config.finetune.steps = 8
+        config.training.learning_rate = 0.05
+        config.training.log_every = 4
+        config.training.eval_every = 0
+        config.training.checkpoint_every = 8
+    return config
