@@ -101,16 +101,25 @@ def test_smart_ratio_vgg19_hand_values():
     sizes = np.array([math.prod(params[n.split("/")[0]]["kernel"].shape) for n in names])
     big_l = 17
     raw = np.array([((big_l - l + 1) ** 2 + (big_l - l + 1)) / l**2 for l in range(1, 17)])  # noqa: E741
-    # Solve by hand: clip at 1 from the largest raw ratio down until the scale is consistent.
+    # By hand, as in Su et al.'s code: one scale for the budget, then walk the layers in order;
+    # a keep ratio above 1 is clipped and its excess weights fill the next layers up to dense.
     budget = 0.02 * sizes.sum() - 0.3 * sizes[-1]
-    dense = np.zeros(16, bool)
-    while True:
-        scale = (budget - sizes[:16][dense].sum()) / (raw[~dense] * sizes[:16][~dense]).sum()
-        over = (~dense) & (scale * raw > 1)
-        if not over.any():
-            break
-        dense[np.argmax(np.where(over, raw, -1))] = True
-    keep = np.where(dense, 1.0, scale * raw)
+    keep = raw * budget / (raw * sizes[:16]).sum()
+    excess = 0.0
+    for i in range(16):
+        if keep[i] > 1:
+            excess += (keep[i] - 1) * sizes[i]
+            keep[i] = 1.0
+        else:
+            take = min(excess, (1 - keep[i]) * sizes[i])
+            keep[i] += take / sizes[i]
+            excess -= take
+    assert excess == 0
+    dense = keep == 1.0
+    scaled = raw * budget / (raw * sizes[:16]).sum()
+    assert dense[:2].all() and not dense[2:].any()
+    assert keep[2] > scaled[2]  # the first two layers' excess landed in the third
+    np.testing.assert_allclose(keep[3:], scaled[3:])  # later layers keep the common scale
     np.testing.assert_allclose([1 - quota[n] for n in names[:16]], keep, rtol=1e-9)
     assert quota["Dense_0/kernel"] == pytest.approx(0.7)
     assert quota["Conv_0/kernel"] == 0.0  # the first layers are dense

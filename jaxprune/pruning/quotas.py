@@ -14,7 +14,10 @@ Feed the result to ``jp.layerwise_mask`` or ``jp.random_mask``.
 * ``smart_ratio`` (Su et al.): keep ratio of the ``l``-th of ``L`` layers proportional to
   ``(L-l+1)^2 + (L-l+1)`` (``ratio="quadratic"``; ablations ``"linear"``, ``"cubic"``,
   ``"uniform"``), divided by ``l^2`` unless ``residual=True``; the last layer keeps ``last_keep``
-  (0.3); keep ratios above 1 are clipped and the excess is re-spread over the other layers.
+  (0.3). One scale is solved for the budget; a keep ratio above 1 is clipped to 1 and its
+  excess weights are **carried forward** to the next layers with room, filling each up to dense
+  in order (Su et al.'s released code); an excess still left after the last layer fills the
+  earliest layers with room.
 * ``custom``: a ``{layer_name: sparsity}`` dict, checked.
 
 "First" and "last" come from ``order=`` (the forward order, ``jp.layer_order``) or, without it,
@@ -191,6 +194,34 @@ _RATIOS = {
 }
 
 
+def _carry_overflow(
+    weights: dict[str, float], sizes: dict[str, int], budget: float, ordered: Sequence[str]
+) -> dict[str, float]:
+    """Keep fractions ``c * w_l`` summing to ``budget`` weights, overflow carried forward.
+
+    ``c`` makes ``sum(c * w_l * n_l) == budget``. Walking the layers in ``ordered``, a fraction
+    above 1 is clipped and its excess ``(keep - 1) * n_l`` weights join a carry that the
+    following layers absorb up to density 1 each; what is still carried after the last layer
+    goes to the earliest layers with room (possible only when a late layer overflows).
+    """
+    denominator = sum(weights[n] * sizes[n] for n in ordered)
+    if denominator <= 0 or budget <= 0:
+        return {n: 0.0 for n in ordered}
+    scale = budget / denominator
+    keep = {n: scale * weights[n] for n in ordered}
+    carry = 0.0
+    for _ in range(2):  # forward pass, then the earliest layers take what is left
+        for name in ordered:
+            if keep[name] > 1.0:
+                carry += (keep[name] - 1.0) * sizes[name]
+                keep[name] = 1.0
+            elif carry > 0.0:
+                take = min(carry, (1.0 - keep[name]) * sizes[name])
+                keep[name] += take / sizes[name]
+                carry -= take
+    return keep
+
+
 @register("smart_ratio")
 def smart_ratio(
     params: PyTree,
@@ -241,7 +272,7 @@ def smart_ratio(
             f"smart_ratio cannot reach sparsity {sparsity} with the last layer {last!r} at "
             f"keep {last_keep}: reachable sparsities are [{1 - hi:.6f}, {1 - lo:.6f}]"
         )
-    keep = _solve_capped(weights, {n: sizes[n] for n in weights}, rest)
+    keep = _carry_overflow(weights, {n: sizes[n] for n in weights}, rest, ordered[:-1])
     keep[last] = last_keep
     return _result(layer_names, {n: 1.0 - keep[n] for n in layer_names})
 
