@@ -18,19 +18,13 @@ Expected (CPU, ~1 minute per run at the default 3 epochs): dense ~98.9%; all thr
 a few tenths of a percent of each other (see ``experiments/rethinking.py`` for the table).
 """
 
-from configs import default
+from configs import _recipes, default
 
 VARIANTS = ("l1_filter", "magnitude")
 
 
 def get_config(arg=None):
-    tokens = [t for t in (arg or "").split(",") if t]
-    unknown = [t for t in tokens if t not in (*VARIANTS, "smoke")]
-    if unknown or sum(t in VARIANTS for t in tokens) > 1:
-        raise ValueError(
-            f"unknown config argument {arg!r}; use one of {list(VARIANTS)} and/or 'smoke'"
-        )
-    variant = next((t for t in tokens if t in VARIANTS), "l1_filter")
+    variant, smoke = _recipes.parse_arg(arg, VARIANTS, default="l1_filter")
 
     config = default.get_config()
     config.flow = "prune_finetune"
@@ -58,7 +52,7 @@ def get_config(arg=None):
     config.finetune.learning_rate = 1e-4
     config.finetune.lr_schedule = "cosine"
 
-    if "smoke" in tokens:
+    if smoke:
         config.training.steps = 30
         config.finetune.steps = 10
         config.training.batch_size = 64

@@ -16,7 +16,7 @@ Expected (CPU, ~1 minute per run at 2 epochs, 98% sparsity): every method lands 
 accuracy, and the layerwise-shuffled and random-label masks do as well as the original ones.
 """
 
-from configs import default
+from configs import _recipes, default
 
 METHODS = {
     "snip": ("snip", "global"),
@@ -38,13 +38,7 @@ def apply_method(config, method):
 
 
 def get_config(arg=None):
-    tokens = [t for t in (arg or "").split(",") if t]
-    unknown = [t for t in tokens if t not in (*METHODS, "smoke")]
-    if unknown or sum(t in METHODS for t in tokens) > 1:
-        raise ValueError(
-            f"unknown config argument {arg!r}; use one of {sorted(METHODS)} and/or 'smoke'"
-        )
-    method = next((t for t in tokens if t in METHODS), "snip")
+    method, smoke = _recipes.parse_arg(arg, tuple(METHODS), default="snip")
 
     config = default.get_config()
     config.flow = "prune_at_init"
@@ -63,7 +57,7 @@ def get_config(arg=None):
     config.pruning.sparsity = 0.98
     config.pruning.score_batch_size = 256
 
-    if "smoke" in tokens:
+    if smoke:
         config.training.steps = 20
         config.training.batch_size = 64
         config.training.log_every = 10

@@ -19,7 +19,7 @@ test accuracy, about the same as or slightly above train-prune-fine-tune
 `:smoke` runs a quarter-width ResNet-20 on a small synthetic CIFAR-shaped set in seconds.
 """
 
-from configs import default
+from configs import _recipes, default
 
 
 def get_config(arg=None):
@@ -59,17 +59,7 @@ def get_config(arg=None):
 
 
 def _smoke(config):
-    config.model.width = 0.25
-    config.dataset.name = "synthetic"
-    config.dataset.shape_like = "cifar10"
-    config.dataset.num_train = 256
-    config.dataset.num_test = 128
-    config.training.batch_size = 32
-    config.training.steps = 12
-    config.training.learning_rate = 0.05
-    config.training.log_every = 4
-    config.training.eval_every = 0
-    config.training.checkpoint_every = 8
+    _recipes.cifar_smoke(config, width=0.25)
     config.pruning.schedule.begin_step = 2
     config.pruning.schedule.end_step = 8
     config.pruning.schedule.frequency = 2

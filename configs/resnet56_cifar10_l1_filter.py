@@ -23,7 +23,7 @@ Arguments (comma-separated): ``A`` or ``B``, and ``smoke`` (a width-1/2 ResNet-2
 synthetic CIFAR-shaped set, seconds).
 """
 
-from configs import default
+from configs import _recipes, default
 
 SKIP = {
     "A": (r"^BasicBlock_(7|9|18|26)/",),
@@ -40,27 +40,14 @@ RATIOS = {
 
 
 def get_config(arg=None):
-    tokens = [t for t in (arg or "").split(",") if t]
-    unknown = [t for t in tokens if t not in (*SKIP, "smoke")]
-    if unknown or sum(t in SKIP for t in tokens) > 1:
-        raise ValueError(f"unknown config argument {arg!r}; use 'A' or 'B' and/or 'smoke'")
-    variant = next((t for t in tokens if t in SKIP), "A")
+    variant, smoke = _recipes.parse_arg(arg, tuple(SKIP), default="A")
 
     config = default.get_config()
     config.flow = "prune_finetune"
     config.model.name = "resnet56"
     config.dataset.name = "cifar10"
 
-    config.training.batch_size = 64
-    config.training.epochs = 160.0
-    config.training.optimizer = "sgd"
-    config.training.learning_rate = 0.1
-    config.training.lr_schedule = "step"
-    config.training.momentum = 0.9
-    config.training.weight_decay = 1e-4
-    config.training.log_every = 100
-    config.training.eval_every = 7800
-    config.training.checkpoint_every = 7800
+    _recipes.cifar_sgd(config)
 
     config.structured.method = "l1_filter"
     config.structured.ratio = 0.1
@@ -71,18 +58,7 @@ def get_config(arg=None):
     config.finetune.learning_rate = 0.001
     config.finetune.lr_schedule = "constant"
 
-    if "smoke" in tokens:
+    if smoke:
         config.model.name = "resnet20"
-        config.model.width = 0.5
-        config.dataset.name = "synthetic"
-        config.dataset.shape_like = "cifar10"
-        config.dataset.num_train = 256
-        config.dataset.num_test = 128
-        config.training.batch_size = 32
-        config.training.steps = 12
-        config.finetune.steps = 8
-        config.training.learning_rate = 0.05
-        config.training.log_every = 4
-        config.training.eval_every = 0
-        config.training.checkpoint_every = 8
+        _recipes.cifar_smoke(config, width=0.5)
     return config

@@ -12,7 +12,7 @@ fine-tuning ~93%.
 `:smoke` runs a 1/8-width VGG-16 on a small synthetic CIFAR-shaped set in seconds.
 """
 
-from configs import default
+from configs import _recipes, default
 
 
 def get_config(arg=None):
@@ -41,18 +41,7 @@ def get_config(arg=None):
     config.finetune.lr_schedule = "cosine"
 
     if arg == "smoke":
-        config.model.width = 0.125
-        config.dataset.name = "synthetic"
-        config.dataset.shape_like = "cifar10"
-        config.dataset.num_train = 256
-        config.dataset.num_test = 128
-        config.training.batch_size = 32
-        config.training.steps = 12
-        config.finetune.steps = 8
-        config.training.learning_rate = 0.05
-        config.training.log_every = 4
-        config.training.eval_every = 0
-        config.training.checkpoint_every = 8
+        _recipes.cifar_smoke(config)
     elif arg:
         raise ValueError(f"unknown config argument {arg!r}; use 'smoke' or nothing")
     return config

@@ -16,26 +16,17 @@ Expected (Liu et al.'s numbers for this recipe; not measured here): dense ~93.6%
 `:smoke` runs a 1/8-width VGG-16 on a small synthetic CIFAR-shaped set in seconds.
 """
 
-from configs import default
+from configs import _recipes, default
 
 
 def get_config(arg=None):
+    _, smoke = _recipes.parse_arg(arg)
     config = default.get_config()
     config.flow = "prune_finetune"
     config.model.name = "vgg16"
     config.dataset.name = "cifar10"
 
-    # Liu et al.: 160 epochs, batch 64, SGD 0.1 divided by 10 at 50% and 75%, wd 1e-4.
-    config.training.batch_size = 64
-    config.training.epochs = 160.0
-    config.training.optimizer = "sgd"
-    config.training.learning_rate = 0.1
-    config.training.lr_schedule = "step"
-    config.training.momentum = 0.9
-    config.training.weight_decay = 1e-4
-    config.training.log_every = 100
-    config.training.eval_every = 7800
-    config.training.checkpoint_every = 7800
+    _recipes.cifar_sgd(config)  # Liu et al.: 160 epochs, batch 64, 0.1 step-decayed, wd 1e-4
 
     config.structured.method = "l1_filter"
     config.structured.ratio = 0.5
@@ -47,19 +38,6 @@ def get_config(arg=None):
     config.finetune.learning_rate = 0.001
     config.finetune.lr_schedule = "constant"
 
-    if arg == "smoke":
-        config.model.width = 0.125
-        config.dataset.name = "synthetic"
-        config.dataset.shape_like = "cifar10"
-        config.dataset.num_train = 256
-        config.dataset.num_test = 128
-        config.training.batch_size = 32
-        config.training.steps = 12
-        config.finetune.steps = 8
-        config.training.learning_rate = 0.05
-        config.training.log_every = 4
-        config.training.eval_every = 0
-        config.training.checkpoint_every = 8
-    elif arg:
-        raise ValueError(f"unknown config argument {arg!r}; use 'smoke' or nothing")
+    if smoke:
+        _recipes.cifar_smoke(config)
     return config

@@ -12,7 +12,9 @@ from configs import default
 from jaxprune.training import validate_config
 
 REPO = Path(__file__).resolve().parents[1]
-EXPERIMENTS = sorted(p.stem for p in (REPO / "configs").glob("*.py") if p.stem != "default")
+EXPERIMENTS = sorted(
+    p.stem for p in (REPO / "configs").glob("*.py") if p.stem != "default" and p.stem[0] != "_"
+)
 
 
 def _load(name):

@@ -164,6 +164,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _sanity(config)
     _structured(config)
     _number("scratch.budget_cap", config.scratch.budget_cap, low=1)
+    if config.flow == "scratch_b" and config.structured.method == "none" and pruning.sparsity == 1:
+        raise ValueError(
+            "flow='scratch_b' scales the budget by dense / pruned FLOPs, which is undefined at "
+            "pruning.sparsity=1 (nothing kept); use a sparsity < 1"
+        )
     _number("debug.stop_at_step", config.debug.stop_at_step, low=0, integer=True)
 
 

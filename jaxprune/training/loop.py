@@ -388,6 +388,10 @@ class _Run:
             masks = sanity.shuffle_layerwise(key_masks, masks, prunable=prunable)
         if cfg.reinit:
             params = sanity.reinit(self.fresh_key, lambda key: self._init(key)["params"], masks)
+            # Fresh weights come with fresh BatchNorm statistics (trained ones after a dense
+            # phase would not match them).
+            fresh = jax.device_get(self._init(self.fresh_key))
+            variables = {**variables, "batch_stats": fresh.get("batch_stats", {})}
         if cfg.shuffle_weights:
             params = sanity.shuffle_weights(key_weights, params, masks, prunable=prunable)
         masks = jax.tree.map(lambda m: np.asarray(m, dtype=bool), masks)

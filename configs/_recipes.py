@@ -1,0 +1,67 @@
+"""Shared pieces of the experiment configs (not a config itself: no ``get_config``).
+
+* :func:`parse_arg`: the comma-separated ``--config configs/x.py:ARG`` argument (a variant and/or
+  ``smoke``), with the error every config gives for anything else.
+* :func:`cifar_sgd`: the CIFAR-10 recipe of Liu et al. / Su et al. (SGD with momentum 0.9,
+  0.1 divided by 10 at 50% and 75% of 160 epochs, batch 64, weight decay 1e-4).
+* :func:`cifar_smoke`: a tiny synthetic CIFAR-shaped run of a few steps (tests).
+"""
+
+from collections.abc import Sequence
+
+
+def parse_arg(arg: str | None, variants: Sequence[str] = (), default: str | None = None):
+    """Splits ``arg`` into (variant, smoke).
+
+    Args:
+      arg: the config argument, e.g. ``None``, ``"smoke"``, ``"B"``, ``"grasp,smoke"``.
+      variants: the variant names the config accepts (at most one may be given).
+      default: the variant when none is given.
+
+    Returns:
+      ``(variant, smoke)``.
+
+    Raises:
+      ValueError: ``unknown config argument ...`` for anything else.
+    """
+    tokens = [t for t in (arg or "").split(",") if t]
+    chosen = [t for t in tokens if t in variants]
+    if any(t not in (*variants, "smoke") for t in tokens) or len(chosen) > 1:
+        choices = f"one of {list(variants)} and/or 'smoke'" if variants else "'smoke' or nothing"
+        raise ValueError(f"unknown config argument {arg!r}; use {choices}")
+    return (chosen[0] if chosen else default), "smoke" in tokens
+
+
+def cifar_sgd(config, epochs: float = 160.0, eval_every: int = 7800):
+    """Sets the CIFAR-10 training recipe of Liu et al. and Su et al. on ``config.training``."""
+    training = config.training
+    training.batch_size = 64
+    training.epochs = epochs
+    training.optimizer = "sgd"
+    training.learning_rate = 0.1
+    training.lr_schedule = "step"
+    training.momentum = 0.9
+    training.weight_decay = 1e-4
+    training.log_every = 100
+    training.eval_every = eval_every  # 10 epochs of 782 steps, roughly
+    training.checkpoint_every = eval_every
+    return config
+
+
+def cifar_smoke(config, width: float = 0.125):
+    """Shrinks a CIFAR-10 config to a few steps on a small synthetic CIFAR-shaped set."""
+    config.model.width = width
+    config.dataset.name = "synthetic"
+    config.dataset.shape_like = "cifar10"
+    config.dataset.num_train = 256
+    config.dataset.num_test = 128
+    config.training.batch_size = 32
+    config.training.steps = 12
+    config.finetune.steps = 8
+    config.training.learning_rate = 0.05
+    config.training.log_every = 4
+    config.training.eval_every = 0
+    config.training.checkpoint_every = 8
+    config.pruning.synflow_rounds = 5
+    config.pruning.score_batch_size = 32
+    return config
