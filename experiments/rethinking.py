@@ -22,6 +22,23 @@ Writes into ``--out``: ``rethinking.csv`` (one row per run), ``rethinking.md`` (
     python experiments/rethinking.py --epochs 3 --seeds 3
     python experiments/rethinking.py --setting resnet56_b --data-dir ~/tensorflow_datasets
     python -m experiments.rethinking --smoke  # seconds, for tests
+
+Measured (``--setting lenet5 --seeds 2 --epochs 1``: the large LeNet-5 trained for 1 epoch with
+Adam 1e-3 cosine, fine-tuning for 0.25 epoch at 1e-4, Scratch-E 1 epoch, Scratch-B 2 epochs
+(both FLOPs ratios exceed the 2x cap); 2-core CPU, about 30 minutes; test accuracy %, mean ± std
+over seeds 0-1):
+
+    | pruning   | large model  | Fine-tuned   | Scratch-E    | Scratch-B    | FLOPs  | params |
+    | l1_filter | 98.53 ± 0.12 | 95.84 ± 0.05 | 97.76 ± 0.10 | 98.54 ± 0.02 | -71.8% | -74.6% |
+    | magnitude | 98.53 ± 0.12 | 95.75 ± 0.15 | 95.97 ± 0.13 | 97.55 ± 0.03 | -75.3% | -89.9% |
+
+(L1-norm: widths 20/50/500 -> 10/25/250, 646,500 of 2,293,000 MACs and 109,295 of 431,080
+parameters; magnitude: 90% of the kernels pruned, FLOPs counting kept weights only.) As in
+Liu et al., the pruned architecture trained from scratch with the large model's FLOPs budget
+(Scratch-B) matches the large model and beats fine-tuning; with the structured pruning even
+Scratch-E beats fine-tuning. At this CPU budget fine-tuning is short (117 steps at a small
+learning rate from 37-73% right after L1 pruning, 83-91% after magnitude pruning), which
+favours training from scratch more than the paper's 40-of-160-epoch protocol does.
 """
 
 from __future__ import annotations

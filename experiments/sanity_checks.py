@@ -22,6 +22,22 @@ bars: mean test accuracy per variant and sparsity, error bars = std over seeds) 
     python experiments/sanity_checks.py --setting vgg19 --method grasp \
         --data-dir ~/tensorflow_datasets   # CIFAR-10, GPU
     python -m experiments.sanity_checks --smoke  # seconds, for tests
+
+Measured (LeNet-5 on MNIST, SNIP on one batch of 256, Adam 1e-3 cosine for 2 epochs, seeds 0-1,
+``--method snip --sparsities 0.9 0.98 --seeds 2 --epochs 2 --variants original
+shuffle_layerwise random_labels random_ticket``, 2-core CPU, about 35 minutes; test accuracy %,
+mean ± std over the two seeds):
+
+    variant                        s=0.9            s=0.98
+    original             97.89 ± 0.01 (2)   94.62 ± 0.03 (2)
+    shuffle_layerwise    97.99 ± 0.05 (2)   95.36 ± 0.16 (2)
+    random_labels        97.80 ± 0.05 (2)   94.77 ± 0.10 (2)
+    random_ticket        98.19 ± 0.10 (2)   95.34 ± 0.20 (2)
+
+As in Su et al., SNIP's masks survive both sanity checks: shuffling them within each layer or
+scoring them on random labels costs nothing (the shuffled masks even do slightly better at 98%),
+so what SNIP contributes is its layerwise sparsities, and data-free random tickets with smart-ratio
+quotas match or beat it.
 """
 
 from __future__ import annotations
