@@ -79,7 +79,7 @@ VARIANTS = (
     "random_ticket",
 )
 DATA_VARIANTS = ("random_labels", "random_pixels", "half_data")
-DEFAULT_VARIANTS = ("original", "shuffle_layerwise", "reinit", "random_labels", "random_ticket")
+DEFAULT_VARIANTS = VARIANTS
 CSV_COLUMNS = ("setting", "method", "variant", "sparsity", "seed", "kept", "test_accuracy")
 
 
