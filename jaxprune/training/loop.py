@@ -63,7 +63,6 @@ previous log line, so they also match exactly when ``checkpoint_every`` is a mul
 import dataclasses
 import math
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -82,10 +81,11 @@ from jaxprune import data, models
 from jaxprune.data import corrupt
 from jaxprune.models import channels
 from jaxprune.pruning import flops as flops_lib
-from jaxprune.pruning import sanity, structured
 from jaxprune.training import (
+    channel_pruning,
     checkpoint,
     config_check,
+    fresh_weights,
     metrics,
     optim,
     plots,
@@ -380,82 +380,42 @@ class _Run:
 
     def apply_sanity(self, variables: PyTree, masks: PyTree) -> tuple[PyTree, PyTree]:
         """Su et al.'s sanity-check edits of a fresh mask and its weights (``config.sanity``)."""
-        cfg = self.config.sanity
-        prunable = prune.prunable_spec(self.config.pruning)
-        key_masks, key_weights = jax.random.split(jax.random.fold_in(self.prune_key, 0x5A17))
-        params = variables["params"]
-        if cfg.shuffle_layerwise:
-            masks = sanity.shuffle_layerwise(key_masks, masks, prunable=prunable)
-        if cfg.reinit:
-            params = sanity.reinit(self.fresh_key, lambda key: self._init(key)["params"], masks)
-            # Fresh weights come with fresh BatchNorm statistics (trained ones after a dense
-            # phase would not match them).
-            fresh = jax.device_get(self._init(self.fresh_key))
-            variables = {**variables, "batch_stats": fresh.get("batch_stats", {})}
-        if cfg.shuffle_weights:
-            params = sanity.shuffle_weights(key_weights, params, masks, prunable=prunable)
-        masks = jax.tree.map(lambda m: np.asarray(m, dtype=bool), masks)
-        return {**variables, "params": params}, masks
+        return fresh_weights.sanity_edits(
+            self.config.sanity,
+            variables,
+            masks,
+            key=jax.random.fold_in(self.prune_key, 0x5A17),
+            init_fn=self._init,
+            fresh_key=self.fresh_key,
+            prunable=prune.prunable_spec(self.config.pruning),
+        )
 
     def fresh_sparse_variables(self, masks: PyTree) -> PyTree:
         """A fresh initialisation under ``masks`` (unstructured scratch training, Liu et al.)."""
-        fresh = jax.device_get(self._init(self.fresh_key))
-        params = sanity.reinit(
-            self.fresh_key,
-            lambda key: self._init(key)["params"],
-            masks,
-            scale_fan_in=self.config.scratch.scale_fan_in,
+        return fresh_weights.scratch_variables(
+            self._init, self.fresh_key, masks, scale_fan_in=self.config.scratch.scale_fan_in
         )
-        return {**fresh, "params": params}
 
     def channel_groups(self, variables: PyTree) -> tuple[list[Any], list[Any]]:
         """The zoo model's channel groups: (those not in ``structured.skip``, all)."""
-        groups = channels.channel_groups(self.model, variables)
-        skip = self.config.structured.skip
-        return [g for g in groups if not any(re.search(p, g.name) for p in skip)], groups
+        return channel_pruning.channel_groups(self.config.structured, self.model, variables)
 
     def prune_structured(self, variables: PyTree) -> tuple[Any, PyTree, dict[str, Any]]:
         """Structured pruning of ``variables``: (narrow model, its variables, record)."""
-        cfg = self.config.structured
-        variables = jax.device_get(
-            {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+        narrow_model, narrow_variables, record = channel_pruning.prune_structured(
+            self.config.structured, self.model, variables
         )
-        active, groups = self.channel_groups(variables)
-        record: dict[str, Any] = {"method": cfg.method}
-        if cfg.method == "l1_filter":
-            ratios = structured.layer_ratios(groups, cfg.ratio, cfg.ratios, cfg.skip)
-            kept = structured.select_top(structured.filter_l1_norms(variables, groups), ratios)
-        else:
-            kept, threshold = structured.slimming_select(variables, active, cfg.ratio)
-            record["threshold"] = float(threshold)
-            for group in groups:
-                kept.setdefault(group.name, np.arange(group.size))
-        narrow_model, narrow_variables = channels.shrink_model(self.model, variables, kept)
-        self.widths = tuple(int(w) for w in structured.kept_widths(groups, kept))
-        record["widths"] = list(self.widths)
-        record["widths_dense"] = [g.size for g in groups]
-        logging.info("structured pruning (%s): widths %s", cfg.method, self.widths)
+        self.widths = tuple(record["widths"])
+        logging.info("structured pruning (%s): widths %s", record["method"], self.widths)
         return narrow_model, narrow_variables, record
 
     def regularizer(self, index: int) -> Any:
         """Network slimming's L1 penalty on BN scales for the dense phase (else None)."""
-        cfg = self.config.structured
-        if cfg.method != "slimming" or cfg.slimming_l1 == 0 or self.phases[index].name != "dense":
+        if self.phases[index].name != "dense":
             return None
-        active, _ = self.channel_groups(jax.device_get(self.init_variables()))
-        paths = [g.bn_scale.split("/")[1:] for g in active]
-        weight = float(cfg.slimming_l1)
-
-        def penalty(params: PyTree) -> jax.Array:
-            total = jnp.zeros((), jnp.float32)
-            for path in paths:
-                leaf = params
-                for part in path:
-                    leaf = leaf[part]
-                total = total + jnp.sum(jnp.abs(leaf))
-            return weight * total
-
-        return penalty
+        return channel_pruning.slimming_penalty(
+            self.config.structured, self.model, jax.device_get(self.init_variables())
+        )
 
     def rewind_path(self) -> Path:
         """File of the weights after ``pruning.iterative.rewind_step`` steps (flow='iterative')."""
