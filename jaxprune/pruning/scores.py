@@ -89,12 +89,26 @@ def random(params: PyTree, *, key: jax.Array | None = None, **ctx) -> PyTree:
 
 
 def _cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Mean cross-entropy; ``labels`` are class indices or (one-hot / soft) distributions."""
-    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    """Mean cross-entropy; ``labels`` are class indices or (one-hot / soft) distributions.
+
+    Computed in at least float32; float64 logits (under ``jax.enable_x64``) stay float64, which
+    second-order scores (GraSP) need.
+    """
+    dtype = jnp.promote_types(logits.dtype, jnp.float32)
+    log_probs = jax.nn.log_softmax(logits.astype(dtype), axis=-1)
     if labels.ndim == logits.ndim:
-        return -jnp.mean(jnp.sum(labels * log_probs, axis=-1))
+        return -jnp.mean(jnp.sum(labels.astype(dtype) * log_probs, axis=-1))
     picked = jnp.take_along_axis(log_probs, labels.astype(jnp.int32)[..., None], axis=-1)
     return -jnp.mean(picked)
+
+
+def _check_data_inputs(name: str, batch: dict | None, apply_fn: Callable | None) -> None:
+    """ValueError naming score ``name`` unless ``apply_fn`` and an image/label batch are given."""
+    if apply_fn is None:
+        raise ValueError(f"score {name!r} needs apply_fn=<(params, images) -> logits>")
+    if batch is None or "image" not in batch or "label" not in batch:
+        got = None if batch is None else sorted(batch)
+        raise ValueError(f"score {name!r} needs batch={{'image': ..., 'label': ...}}, got {got}")
 
 
 def _masked(params: PyTree, mask: PyTree | None) -> PyTree:
@@ -122,11 +136,7 @@ def snip(
       ValueError: if ``batch`` (with ``"image"`` and ``"label"``) or ``apply_fn`` is missing.
     """
     del ctx
-    if apply_fn is None:
-        raise ValueError("score 'snip' needs apply_fn=<(params, images) -> logits>")
-    if batch is None or "image" not in batch or "label" not in batch:
-        got = None if batch is None else sorted(batch)
-        raise ValueError(f"score 'snip' needs batch={{'image': ..., 'label': ...}}, got {got}")
+    _check_data_inputs("snip", batch, apply_fn)
     weights = _masked(params, mask)
 
     def loss(p):
@@ -249,16 +259,6 @@ def synflow_mask(
     return mask
 
 
-def _grasp_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Like ``_cross_entropy`` but keeps float64 logits in float64 (second order is fragile)."""
-    dtype = jnp.promote_types(logits.dtype, jnp.float32)
-    log_probs = jax.nn.log_softmax(logits.astype(dtype), axis=-1)
-    if labels.ndim == logits.ndim:
-        return -jnp.mean(jnp.sum(labels.astype(dtype) * log_probs, axis=-1))
-    picked = jnp.take_along_axis(log_probs, labels.astype(jnp.int32)[..., None], axis=-1)
-    return -jnp.mean(picked)
-
-
 @register("grasp")
 def grasp(
     params: PyTree,
@@ -302,11 +302,7 @@ def grasp(
         ``temperature`` is not a positive number.
     """
     del ctx
-    if apply_fn is None:
-        raise ValueError("score 'grasp' needs apply_fn=<(params, images) -> logits>")
-    if batch is None or "image" not in batch or "label" not in batch:
-        got = None if batch is None else sorted(batch)
-        raise ValueError(f"score 'grasp' needs batch={{'image': ..., 'label': ...}}, got {got}")
+    _check_data_inputs("grasp", batch, apply_fn)
     if not float(temperature) > 0:
         raise ValueError(f"score 'grasp' needs temperature > 0, got {temperature!r}")
     images, labels = jnp.asarray(batch["image"]), jnp.asarray(batch["label"])
@@ -317,7 +313,7 @@ def _grasp_theta_hg_impl(params, images, labels, apply_fn, temperature):
     """``theta * Hg``; jitted below, compiled once per ``apply_fn``, temperature and shapes."""
 
     def loss(p):
-        return _grasp_cross_entropy(apply_fn(p, images) / temperature, labels)
+        return _cross_entropy(apply_fn(p, images) / temperature, labels)
 
     grad_fn = jax.grad(loss)
     g = jax.lax.stop_gradient(grad_fn(params))
