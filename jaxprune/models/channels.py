@@ -43,12 +43,8 @@ _SUPPORTED = "LeNet300, LeNet5, VGG, ResNet"
 
 
 def _leaf(variables: Mapping[str, Any], path: str) -> Any:
-    node: Any = variables
-    for key in path.split("/"):
-        if not isinstance(node, Mapping) or key not in node:
-            raise ValueError(f"variables has no {path!r}; are they the variables of this model?")
-        node = node[key]
-    return node
+    missing = f"variables has no {path!r}; are they the variables of this model?"
+    return structured.leaf_at(variables, path, missing)
 
 
 def _has(variables: Mapping[str, Any], path: str) -> bool:

@@ -119,13 +119,22 @@ class ChannelGroup:
 # --------------------------------------------------------------------------- helpers
 
 
-def _get(variables: Mapping[str, Any], path: str, group: str) -> Any:
+def leaf_at(variables: Mapping[str, Any], path: str, missing: str | None = None) -> Any:
+    """The leaf of ``variables`` at the '/'-joined ``path`` (``'params/Conv_3/kernel'``).
+
+    Raises:
+      ValueError: with the message ``missing`` (or one naming ``path``) if it is absent.
+    """
     node: Any = variables
     for key in path.split("/"):
         if not isinstance(node, Mapping) or key not in node:
-            raise ValueError(f"group {group!r}: path {path!r} not found in variables")
+            raise ValueError(missing or f"path {path!r} not found in variables")
         node = node[key]
     return node
+
+
+def _get(variables: Mapping[str, Any], path: str, group: str) -> Any:
+    return leaf_at(variables, path, f"group {group!r}: path {path!r} not found in variables")
 
 
 def _collection_present(variables: Mapping[str, Any], path: str) -> bool:

@@ -81,16 +81,12 @@ def slimming_penalty(block: ml_collections.ConfigDict, model: nn.Module, variabl
     if block.method != "slimming" or block.slimming_l1 == 0:
         return None
     active, _ = channel_groups(block, model, variables)
-    paths = [g.bn_scale.split("/")[1:] for g in active]  # 'params/BatchNorm_3/scale'
     weight = float(block.slimming_l1)
 
     def penalty(params: PyTree) -> jax.Array:
         total = jnp.zeros((), jnp.float32)
-        for path in paths:
-            leaf = params
-            for part in path:
-                leaf = leaf[part]
-            total = total + jnp.sum(jnp.abs(leaf))
+        for group in active:  # bn_scale paths like 'params/BatchNorm_3/scale'
+            total = total + jnp.sum(jnp.abs(structured.leaf_at({"params": params}, group.bn_scale)))
         return weight * total
 
     return penalty

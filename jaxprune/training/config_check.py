@@ -22,7 +22,8 @@ FLOWS = (
     "scratch_b",
 )
 SANITY_FLOWS = ("prune_at_init", "prune_finetune")
-STRUCTURED_FLOWS = ("prune_finetune", "scratch_e", "scratch_b")
+SCRATCH_FLOWS = ("scratch_e", "scratch_b")
+STRUCTURED_FLOWS = ("prune_finetune", *SCRATCH_FLOWS)
 STRUCTURED_METHODS = ("none", "l1_filter", "slimming")
 SMART_RATIOS = ("quadratic", "linear", "cubic", "uniform")
 SELECTIONS = ("global", "layerwise")

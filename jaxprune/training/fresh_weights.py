@@ -52,8 +52,8 @@ def sanity_edits(
     if block.shuffle_layerwise:
         masks = sanity.shuffle_layerwise(key_masks, masks, prunable=prunable)
     if block.reinit:
-        fresh = jax.device_get(init_fn(fresh_key))
-        params = sanity.reinit(fresh_key, lambda k: init_fn(k)["params"], masks)
+        fresh = scratch_variables(init_fn, fresh_key, masks, scale_fan_in=False)
+        params = fresh["params"]
         variables = {**variables, "batch_stats": fresh.get("batch_stats", {})}
     if block.shuffle_weights:
         params = sanity.shuffle_weights(key_weights, params, masks, prunable=prunable)
@@ -64,7 +64,10 @@ def sanity_edits(
 def scratch_variables(
     init_fn: InitFn, key: jax.Array, masks: PyTree, *, scale_fan_in: bool
 ) -> PyTree:
-    """A fresh initialisation under ``masks`` (unstructured training from scratch)."""
+    """A fresh initialisation under ``masks`` (unstructured training from scratch).
+
+    The model is initialised once; ``sanity.reinit`` masks (and rescales) that draw's params.
+    """
     fresh = jax.device_get(init_fn(key))
-    params = sanity.reinit(key, lambda k: init_fn(k)["params"], masks, scale_fan_in=scale_fan_in)
+    params = sanity.reinit(key, lambda _: fresh["params"], masks, scale_fan_in=scale_fan_in)
     return {**fresh, "params": params}

@@ -127,7 +127,7 @@ class Phase:
         return self.start + self.num_steps
 
 
-SCRATCH_FLOWS = ("scratch_e", "scratch_b")
+SCRATCH_FLOWS = config_check.SCRATCH_FLOWS
 
 
 class RunStopped(Exception):
@@ -345,13 +345,7 @@ class _Run:
     def score_inputs(self, params: PyTree, batch_stats: PyTree) -> dict[str, Any]:
         """``batch``, ``apply_fn`` and layer ``order`` for scoring ``params``."""
         pruning = self.config.pruning
-
-        def apply_fn(p, x):
-            variables = {"params": p}
-            if jax.tree.leaves(batch_stats):
-                variables["batch_stats"] = batch_stats
-            return self.model.apply(variables, x, train=False)
-
+        apply_fn = self.apply_fn_for(self.model, batch_stats)
         batch = self.ds.sample(min(pruning.score_batch_size, self.ds.num_train), self.config.seed)
         # Sanity checks (Su et al.): the mask may be scored on corrupted data; training is not.
         batch = corrupt.corrupt(
@@ -477,9 +471,7 @@ class _Run:
         order = None
         if pruning.selection == "layerwise" and hasattr(jp, "layer_order"):
             sample = jnp.zeros((1, *self.ds.input_shape), jnp.float32)
-            order = jp.layer_order(
-                lambda p, x: self.model.apply({"params": p}, x, train=False), params, sample
-            )
+            order = jp.layer_order(self.apply_fn_for(self.model, {}), params, sample)
         mask_fn = prune.traced_mask_fn(
             pruning,
             schedule,
