@@ -20,7 +20,6 @@ Run (about a minute on a CPU)::
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import sys
 from collections.abc import Sequence
@@ -38,6 +37,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jaxprune as jp  # noqa: E402
+from experiments._common import check_seeds_and_epochs, write_csv  # noqa: E402
 from jaxprune import models  # noqa: E402
 
 QUOTAS = ("uniform", "erk", "igq")
@@ -147,13 +147,6 @@ def search_rows(
     return rows
 
 
-def _write_csv(path: Path, columns: Sequence[str], rows: list[dict[str, Any]]) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def _plot(rows: list[dict[str, Any]], compressions: Sequence[float], path: Path) -> None:
     fig, (ax_eff, ax_disc) = plt.subplots(1, 2, figsize=(11, 4))
     for quota in QUOTAS:
@@ -213,8 +206,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--out", type=Path, default=Path("experiments/out/effective_sparsity"))
     args = parser.parse_args(argv)
-    if args.seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    check_seeds_and_epochs(args.seeds)
     if any(c < 1 for c in args.compressions):
         raise ValueError(f"--compressions must all be >= 1, got {args.compressions}")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -223,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     params, apply_fn, sample = lenet300_setup()
     rows = random_pruning_rows(params, apply_fn, sample, seeds, compressions)
-    _write_csv(args.out / "effective_sparsity.csv", CSV_COLUMNS, rows)
+    write_csv(args.out / "effective_sparsity.csv", CSV_COLUMNS, rows)
     _plot(rows, compressions, args.out / "effective_sparsity.png")
 
     means = {}
@@ -235,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     searched, search_means = [], {}
     if args.search_compression > 0:
         searched = search_rows(params, apply_fn, sample, seeds, args.search_compression)
-        _write_csv(args.out / "effective_target.csv", SEARCH_COLUMNS, searched)
+        write_csv(args.out / "effective_target.csv", SEARCH_COLUMNS, searched)
         for quota in sorted({r["quota"] for r in searched}):
             values = [r["direct_compression"] for r in searched if r["quota"] == quota]
             search_means[quota] = float(np.mean(values))

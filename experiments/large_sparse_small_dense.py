@@ -41,7 +41,6 @@ first-layer unit adds 784 weights.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,6 +56,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from configs import lenet300_mnist_gradual  # noqa: E402
+from experiments._common import check_seeds_and_epochs, write_csv  # noqa: E402
 from jaxprune.models import get_model  # noqa: E402
 from jaxprune.models.width import count_params, matching_width  # noqa: E402
 from jaxprune.training import train_and_evaluate  # noqa: E402
@@ -145,13 +145,6 @@ def dense_prunable_count(model: str, width: float) -> int:
     return count_params(get_model(model, NUM_CLASSES, width=width), MNIST_INPUT_SHAPE)
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(CSV_COLUMNS))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def _plot(rows: list[dict[str, Any]], model: str, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for kind, style in zip(KINDS, ("o-", "s--"), strict=True):
@@ -224,10 +217,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise ValueError(f"--model must be one of {MODELS}, got {args.model!r}")
     if any(not 0.0 < s < 1.0 for s in args.sparsities):
         raise ValueError(f"--sparsities must all be in (0, 1), got {args.sparsities}")
-    if args.seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-    if args.epochs is not None and args.epochs <= 0:
-        raise ValueError(f"--epochs must be > 0, got {args.epochs}")
+    check_seeds_and_epochs(args.seeds, args.epochs)
     args.out.mkdir(parents=True, exist_ok=True)
 
     base = base_config(args.model, args.smoke)
@@ -264,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     "seed": seed,
                 }
             )
-    _write_csv(args.out / "large_sparse_small_dense.csv", rows)
+    write_csv(args.out / "large_sparse_small_dense.csv", CSV_COLUMNS, rows)
     _plot(rows, args.model, args.out / "large_sparse_small_dense.png")
     table = format_table(rows)
     print(table)

@@ -44,7 +44,6 @@ favours training from scratch more than the paper's 40-of-160-epoch protocol doe
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,6 +60,7 @@ from configs import (  # noqa: E402
     vgg16_cifar10_l1_filter,
     vgg19_cifar10_slimming,
 )
+from experiments._common import check_seeds_and_epochs, write_csv  # noqa: E402
 from jaxprune.training import train_and_evaluate  # noqa: E402
 
 # setting -> (config module, {pruning label: config argument})
@@ -197,10 +197,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for flow in args.flows:
         if flow not in FLOWS:
             raise ValueError(f"--flows: unknown {flow!r}; known: {list(FLOWS)}")
-    if args.seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-    if args.epochs is not None and args.epochs <= 0:
-        raise ValueError(f"--epochs must be > 0, got {args.epochs}")
+    check_seeds_and_epochs(args.seeds, args.epochs)
     out = args.out or Path("experiments/out/rethinking") / args.setting
     out.mkdir(parents=True, exist_ok=True)
 
@@ -213,10 +210,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     config.dataset.data_dir = args.data_dir
                 summary = train_and_evaluate(config, out / "runs" / f"{pruning}_{flow}_seed{seed}")
                 rows.append(_row(args.setting, pruning, flow, seed, summary))
-    with (out / "rethinking.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(CSV_COLUMNS))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out / "rethinking.csv", CSV_COLUMNS, rows)
     table = format_table(rows)
     (out / "rethinking.md").write_text(table + "\n")
     print(table)

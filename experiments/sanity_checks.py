@@ -58,7 +58,6 @@ weights it keeps at 98% are a poor initialisation (a fresh draw under the same m
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -74,6 +73,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from configs import lenet5_mnist_sanity, resnet32x2_cifar10_sanity, vgg19_cifar10_sanity  # noqa: E402
+from experiments._common import check_seeds_and_epochs, write_csv  # noqa: E402
 from jaxprune.training import train_and_evaluate  # noqa: E402
 
 SETTINGS = {
@@ -127,13 +127,6 @@ def variants_for(method: str, variants: Sequence[str]) -> list[str]:
     if method == "random_ticket":
         out = [v for v in out if v != "random_ticket"]  # it is the original
     return out
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(CSV_COLUMNS))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def aggregate(rows: list[dict[str, Any]]) -> dict[tuple[str, float], tuple[float, float, int]]:
@@ -226,10 +219,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             raise ValueError(f"--variants: unknown {variant!r}; known: {list(VARIANTS)}")
     if any(not 0.0 < s < 1.0 for s in args.sparsities):
         raise ValueError(f"--sparsities must all be in (0, 1), got {args.sparsities}")
-    if args.seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-    if args.epochs is not None and args.epochs <= 0:
-        raise ValueError(f"--epochs must be > 0, got {args.epochs}")
+    check_seeds_and_epochs(args.seeds, args.epochs)
     out = args.out or Path("experiments/out/sanity_checks") / f"{args.setting}_{args.method}"
     out.mkdir(parents=True, exist_ok=True)
 
@@ -258,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         "test_accuracy": float(summary["test_accuracy"]),
                     }
                 )
-    _write_csv(out / "sanity_checks.csv", rows)
+    write_csv(out / "sanity_checks.csv", CSV_COLUMNS, rows)
     title = f"{args.method} on {args.setting}: sanity checks"
     _plot(rows, variants, title, out / "sanity_checks.png")
     table = format_table(rows, variants)

@@ -115,11 +115,7 @@ BAD_FIELDS = [
 @pytest.mark.parametrize(("field", "value", "message"), BAD_FIELDS, ids=lambda v: str(v))
 def test_bad_field_is_rejected_naming_field_and_value(field, value, message):
     config = _load("lenet300_mnist_gmp").get_config("smoke")
-    *blocks, key = field.split(".")
-    target = config
-    for block in blocks:
-        target = target[block]
-    target[key] = value
+    config.update_from_flattened_dict({field: value})
     with pytest.raises(ValueError, match=message):
         validate_config(config)
 

@@ -22,12 +22,7 @@ def _config(**overrides):
     config = lenet300_mnist_lottery.get_config("smoke")
     config.training.keep_checkpoints = 20
     config.training.checkpoint_every = 4
-    for dotted, value in overrides.items():
-        *blocks, field = dotted.split(".")
-        node = config
-        for block in blocks:
-            node = node[block]
-        node[field] = value
+    config.update_from_flattened_dict(overrides)
     return config
 
 

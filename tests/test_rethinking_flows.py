@@ -20,12 +20,7 @@ DENSE_STEPS = 30  # the smoke config's training.steps
 def _config(arg="l1_filter", **overrides) -> ml_collections.ConfigDict:
     config = lenet5_mnist_rethinking.get_config(f"{arg},smoke")
     config.model.name = "lenet300"  # hidden widths 300, 100 -> 150, 50 at ratio 0.5
-    for dotted, value in overrides.items():
-        *blocks, field = dotted.split(".")
-        node = config
-        for block in blocks:
-            node = node[block]
-        node[field] = value
+    config.update_from_flattened_dict(overrides)
     training.validate_config(config)
     return config
 
@@ -182,11 +177,6 @@ def test_slimming_penalty_and_threshold_on_vgg(tmp_path):
 def test_structured_config_errors(overrides, message):
     config = lenet5_mnist_rethinking.get_config("smoke")
     config.model.name = "lenet300"
-    for dotted, value in overrides.items():
-        *blocks, field = dotted.split(".")
-        node = config
-        for block in blocks:
-            node = node[block]
-        node[field] = value
+    config.update_from_flattened_dict(overrides)
     with pytest.raises(ValueError, match=message):
         training.validate_config(config)

@@ -23,9 +23,7 @@ def _config(method="snip", **overrides) -> ml_collections.ConfigDict:
     config = lenet5_mnist_sanity.get_config(f"{method},smoke")
     config.model.name = "lenet300"  # small and quick to compile; same flow
     config.pruning.sparsity = 0.95
-    for dotted, value in overrides.items():
-        block, field = dotted.split(".")
-        config[block][field] = value
+    config.update_from_flattened_dict(overrides)
     return config
 
 
@@ -148,11 +146,6 @@ def test_smart_ratio_residual_defaults_to_the_model_family():
 )
 def test_sanity_config_errors(overrides, message):
     config = _config()
-    for dotted, value in overrides.items():
-        *blocks, field = dotted.split(".")
-        node = config
-        for block in blocks:
-            node = node[block]
-        node[field] = value
+    config.update_from_flattened_dict(overrides)
     with pytest.raises(ValueError, match=message):
         training.validate_config(config)

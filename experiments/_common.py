@@ -1,0 +1,25 @@
+"""Pieces every experiment driver in this folder shares (not a driver itself)."""
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def write_csv(path: Path, columns: Sequence[str], rows: list[dict[str, Any]]) -> None:
+    """Writes ``rows`` (dicts with the ``columns`` keys) to ``path`` with a header line."""
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def check_seeds_and_epochs(seeds: int, epochs: float | None = None) -> None:
+    """ValueError naming ``--seeds`` / ``--epochs`` unless ``seeds >= 1`` and ``epochs > 0``.
+
+    ``epochs=None`` means the config's own length and is accepted.
+    """
+    if seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    if epochs is not None and epochs <= 0:
+        raise ValueError(f"--epochs must be > 0, got {epochs}")
