@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -24,6 +23,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jaxprune as jp  # noqa: E402
+from benchmarks.global_threshold import median_time  # noqa: E402
 from jaxprune.models import channels, get_model  # noqa: E402
 from jaxprune.pruning import structured  # noqa: E402
 
@@ -41,17 +41,6 @@ SETTINGS = {
         (r"^BasicBlock_(7|8|9|16|18|26)/",),
     ),
 }
-
-
-def median_time(fn, repeats: int) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` calls after one warm-up call."""
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def run(name: str, batch: int, repeats: int) -> dict[str, float]:
