@@ -94,7 +94,8 @@ def get_config(arg=None):
     # Minimum threshold (MT): every layer keeps at least this fraction of ALL prunable weights
     # (Global MP + MT); 0 = off. Only with selection='global'.
     config.pruning.min_keep_fraction = 0.0
-    # Regexes of prunable layer names ('Dense_0/kernel'); empty = every leaf with ndim >= 2.
+    # Regexes of prunable layer names ('Dense_0/kernel'); empty = the default rule: every leaf
+    # named 'kernel' with ndim >= 2 (biases, embeddings and norm scales are not prunable).
     config.pruning.prunable = ()
     # Rounds of iterative SynFlow (Tanaka et al.: 100) when score='synflow' with global, direct
     # selection and no MT; 1 = a single round of scores ranked once (layer collapse at high s).
@@ -166,6 +167,9 @@ def get_config(arg=None):
     config.structured.ratios = ()
     # Regexes of channel groups never pruned (Li et al.'s sensitive layers).
     config.structured.skip = ()
+    # l1_filter kept count per layer of n channels at ratio r: 'floor' keeps int((1 - r) * n), as
+    # Li et al.'s code (ResNet-56-A: 28 of 32, 57 of 64); 'round' keeps n - round(r * n) (29, 58).
+    config.structured.rounding = "floor"
     # Network slimming: L1 penalty weight on the BatchNorm scales of the prunable channel groups
     # during the dense phase (1e-4 in Liu et al. 2017); 0 = off.
     config.structured.slimming_l1 = 0.0

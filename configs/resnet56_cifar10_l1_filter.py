@@ -8,8 +8,16 @@ outputs are tied together by the residual sums). Li et al. / Liu et al. (Table 1
 * ``B``: 60% / 30% / 10% in stages 1 / 2 / 3, skipping layers 16, 18, 20, 34, 38 and 54
   (blocks 7, 8, 9, 16, 18, 26).
 
+A layer of ``n`` filters at ratio ``r`` keeps ``int((1 - r) * n)`` of them, as Li et al.'s code
+(``structured.rounding = "floor"``): A keeps 14 / 28 / 57 of 16 / 32 / 64 filters in the pruned
+blocks, B keeps 6 / 22 / 57. Only these widths give the published FLOPs (conv + fc
+multiply-accumulates per example, BatchNorm not counted): 1.124e8 for A (paper: 1.12e8) and
+9.091e7 for B (9.09e7) against 1.255e8 dense (1.25e8). Rounding the pruned count instead
+(``"round"``: 29 / 58 filters) gives 1.141e8 for A.
+
 Our ResNet uses 1x1 projection shortcuts (option B) where Li et al. use zero padding, so the
-dense model has 0.7% more FLOPs; the pruned layers are the same.
+dense model has 0.21% more FLOPs (262,144 MACs on top of 125,485,696); the pruned layers are the
+same.
 
 Needs CIFAR-10 prepared for tensorflow-datasets (see README, "Datasets"), then on a GPU/TPU:
 
@@ -53,6 +61,7 @@ def get_config(arg=None):
     config.structured.ratio = 0.1
     config.structured.ratios = RATIOS[variant]
     config.structured.skip = SKIP[variant]
+    config.structured.rounding = "floor"  # Li et al.: keep int((1 - ratio) * n) filters
 
     config.finetune.epochs = 40.0
     config.finetune.learning_rate = 0.001

@@ -32,6 +32,7 @@ def get_config(arg=None):
     config.structured.ratio = 0.5
     # Conv layers 1 and 8-13 (1-based) are pruned by half, layers 2-7 are kept.
     config.structured.skip = (r"^Conv_[1-6]$",)
+    config.structured.rounding = "floor"  # Li et al.: keep int((1 - ratio) * n) filters
 
     # Li et al. retrain for 40 epochs at a constant 0.001.
     config.finetune.epochs = 40.0

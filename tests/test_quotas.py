@@ -45,16 +45,19 @@ def test_igq_lenet300_hand_values(target, expected):
 def test_uniform_plus_lenet300():
     # First layer dense leaves at most 30000 + 0.8 * 1000 prunable: 0.5 is out of reach.
     with pytest.raises(ValueError, match="uniform_plus cannot reach sparsity 0.5"):
-        jp.quotas.uniform_plus(LENET300, 0.5)
+        jp.quotas.uniform_plus(LENET300, 0.5, order=NAMES)
     params = {f"Dense_{i}": {"kernel": jnp.zeros((100, 100))} for i in range(4)}
-    quota = jp.quotas.uniform_plus(params, 0.6)  # 24000 pruned; 3 layers share: 0.8 each
+    # Dense_0..Dense_3 are numbered in forward order: the natural sort of the names is it.
+    quota = jp.quotas.uniform_plus(params, 0.6, order="natural")  # 3 layers share: 0.8 each
     assert quota == {
         "Dense_0/kernel": 0.0,
         "Dense_1/kernel": 0.8,
         "Dense_2/kernel": 0.8,
         "Dense_3/kernel": 0.8,
     }
-    quota = jp.quotas.uniform_plus(params, 0.7)  # last capped at 0.8, middle (28000-8000)/20000
+    quota = jp.quotas.uniform_plus(
+        params, 0.7, order="natural"
+    )  # last capped at 0.8, middle (28000-8000)/20000
     assert quota["Dense_3/kernel"] == 0.8
     assert quota["Dense_1/kernel"] == pytest.approx(1.0)
     assert quota["Dense_0/kernel"] == 0.0
@@ -66,7 +69,7 @@ def test_uniform_plus_uses_order_not_dict_keys():
         "Conv_2": {"kernel": jnp.zeros((10, 10))},
         "Conv_1": {"kernel": jnp.zeros((10, 10))},
     }
-    natural = jp.quotas.uniform_plus(params, 0.5)
+    natural = jp.quotas.uniform_plus(params, 0.5, order="natural")
     assert natural["Conv_1/kernel"] == 0.0 and natural["Conv_10/kernel"] <= 0.8
     given_order = jp.quotas.uniform_plus(
         params, 0.5, order=["Conv_10/kernel", "Conv_2/kernel", "Conv_1/kernel"]
@@ -96,8 +99,9 @@ def test_smart_ratio_vgg19_hand_values():
         params[f"Conv_{i}"] = {"kernel": jnp.zeros((3, 3, c_in, c))}
         c_in = c
     params["Dense_0"] = {"kernel": jnp.zeros((512, 10))}
-    quota = jp.quotas.smart_ratio(params, 0.98)
     names = [f"Conv_{i}/kernel" for i in range(16)] + ["Dense_0/kernel"]
+    quota = jp.quotas.smart_ratio(params, 0.98, order=names)
+    assert jp.quotas.smart_ratio(params, 0.98, order="natural") == quota
     sizes = np.array([math.prod(params[n.split("/")[0]]["kernel"].shape) for n in names])
     big_l = 17
     raw = np.array([((big_l - l + 1) ** 2 + (big_l - l + 1)) / l**2 for l in range(1, 17)])  # noqa: E741
@@ -132,16 +136,17 @@ def test_smart_ratio_vgg19_hand_values():
 
 def test_smart_ratio_options_and_errors():
     params = {f"Dense_{i}": {"kernel": jnp.zeros((50, 50))} for i in range(4)}
-    lin = jp.quotas.smart_ratio(params, 0.8, ratio="linear", residual=True)
+    order = [f"Dense_{i}/kernel" for i in range(4)]
+    lin = jp.quotas.smart_ratio(params, 0.8, order=order, ratio="linear", residual=True)
     # keep ∝ 4, 3, 2 for the first three, last fixed at 0.3: 0.3*2500 + c*(4+3+2)*2500 = 2000
     c = (2000 - 750) / (9 * 2500)
     np.testing.assert_allclose(
         [1 - lin[f"Dense_{i}/kernel"] for i in range(3)], [4 * c, 3 * c, 2 * c]
     )
     with pytest.raises(ValueError, match="ratio must be one of"):
-        jp.quotas.smart_ratio(params, 0.8, ratio="quartic")
+        jp.quotas.smart_ratio(params, 0.8, order=order, ratio="quartic")
     with pytest.raises(ValueError, match="cannot reach sparsity 0.99"):
-        jp.quotas.smart_ratio(params, 0.99)  # last layer alone keeps 750 > 100
+        jp.quotas.smart_ratio(params, 0.99, order=order)  # last layer alone keeps 750 > 100
 
 
 @settings(max_examples=40, deadline=None)
@@ -175,8 +180,82 @@ def test_custom_and_registry_errors():
 
 def test_quota_feeds_layerwise_mask_exactly():
     params = {"a": jnp.arange(1000.0).reshape(40, 25), "b": jnp.arange(100.0).reshape(10, 10)}
-    quota = jp.quotas.igq(params, 0.9)
-    mask = jp.layerwise_mask(jp.scores.magnitude(params), quota)
+    prunable = r"^(a|b)$"  # not named 'kernel'
+    quota = jp.quotas.igq(params, 0.9, prunable=prunable)
+    mask = jp.layerwise_mask(jp.scores.magnitude(params), quota, prunable=prunable)
     for name, key in [("a", "a"), ("b", "b")]:
         n = params[key].size
         assert int(mask[key].sum()) == jp.n_keep_for(quota[name], n)
+
+
+# A ResNet-like tree whose stem 'Conv_0' sorts after the blocks: next to last by name.
+RESNET_LIKE = {
+    "BasicBlock_0": {
+        "Conv_0": {"kernel": jnp.zeros((3, 3, 16, 16))},
+        "Conv_1": {"kernel": jnp.zeros((3, 3, 16, 16))},
+    },
+    "BasicBlock_1": {
+        "Conv_0": {"kernel": jnp.zeros((3, 3, 16, 32))},
+        "Conv_1": {"kernel": jnp.zeros((3, 3, 32, 32))},
+    },
+    "Conv_0": {"kernel": jnp.zeros((3, 3, 3, 16))},
+    "Dense_0": {"kernel": jnp.zeros((32, 10))},
+}
+RESNET_LIKE_ORDER = [
+    "Conv_0/kernel",
+    "BasicBlock_0/Conv_0/kernel",
+    "BasicBlock_0/Conv_1/kernel",
+    "BasicBlock_1/Conv_0/kernel",
+    "BasicBlock_1/Conv_1/kernel",
+    "Dense_0/kernel",
+]
+
+
+@pytest.mark.parametrize("quota", ["uniform_plus", "smart_ratio"])
+def test_order_dependent_quotas_need_an_order(quota):
+    fn = jp.quotas.get(quota)
+    with pytest.raises(ValueError, match=r"order=jp\.layer_order\(apply_fn, params, x\)"):
+        fn(RESNET_LIKE, 0.5)
+    with pytest.raises(ValueError, match="order must be a list of layer names or 'natural'"):
+        fn(RESNET_LIKE, 0.5, order="forward")
+    forward = fn(RESNET_LIKE, 0.5, order=RESNET_LIKE_ORDER)
+    natural = fn(RESNET_LIKE, 0.5, order="natural")  # on purpose: the stem is not first here
+    assert forward != natural
+    if quota == "uniform_plus":
+        assert forward["Conv_0/kernel"] == 0.0 and natural["Conv_0/kernel"] > 0.0
+        assert natural["BasicBlock_0/Conv_0/kernel"] == 0.0
+    sizes = {n: math.prod(s.shape) for n, s in jp.pruning.tree.named_leaves(RESNET_LIKE)}
+    for quota_values in (forward, natural):
+        mean = sum(quota_values[n] * sizes[n] for n in sizes) / sum(sizes.values())
+        assert abs(mean - 0.5) <= 1 / sum(sizes.values())
+
+
+@pytest.mark.parametrize("quota", ["uniform", "erk", "igq"])
+def test_order_free_quotas_still_work_without_order(quota):
+    values = jp.quotas.get(quota)(RESNET_LIKE, 0.5)
+    assert list(values) == jp.prunable_names(RESNET_LIKE)
+
+
+def test_layer_order_of_a_zoo_resnet_puts_the_stem_first():
+    import jax
+
+    from jaxprune.models import get_model
+
+    model = get_model("resnet20", 10, width=0.25, linear=True)
+    x = jnp.zeros((1, 32, 32, 3))
+    params = jax.eval_shape(model.init, jax.random.key(0), x)["params"]
+    names = jp.prunable_names(params)
+    # By name the stem is next to last, after every BasicBlock and before Dense_0.
+    assert jp.pruning.tree.ordered_names(names)[-2:] == ["Conv_0/kernel", "Dense_0/kernel"]
+    order = jp.layer_order(lambda p, x: model.apply({"params": p}, x), params, x)
+    assert order[0] == "Conv_0/kernel" and order[-1] == "Dense_0/kernel"
+    assert order[1] == "BasicBlock_0/Conv_0/kernel"
+    quota = jp.quotas.uniform_plus(params, 0.5, order=order)
+    assert quota["Conv_0/kernel"] == 0.0
+    assert quota["Dense_0/kernel"] <= 0.8
+    smart = jp.quotas.smart_ratio(params, 0.9, order=order, residual=True)
+    assert smart["Dense_0/kernel"] == pytest.approx(0.7)  # the last layer keeps 30%
+    # keep ratio ∝ (L - l + 1)^2 + (L - l + 1): the stem (l = 1) keeps the largest fraction.
+    assert smart["Conv_0/kernel"] == min(smart.values())
+    natural = jp.quotas.smart_ratio(params, 0.9, order="natural", residual=True)
+    assert natural["Conv_0/kernel"] > smart["Conv_0/kernel"]

@@ -73,10 +73,10 @@ def test_shuffle_layerwise_respects_prunable_and_per_leaf_keys():
 def test_shuffle_layerwise_is_a_uniform_flat_permutation():
     # One 4x5 layer with 5 kept entries in the first row: over many keys every position must be
     # kept with probability 5/20, including positions in other rows and columns.
-    mask = {"w": np.zeros((4, 5), bool)}
-    mask["w"][0] = True
+    mask = {"kernel": np.zeros((4, 5), bool)}
+    mask["kernel"][0] = True
     keys = jax.random.split(KEY, 4000)
-    shuffled = jax.vmap(lambda k: sanity.shuffle_layerwise(k, mask)["w"])(keys)
+    shuffled = jax.vmap(lambda k: sanity.shuffle_layerwise(k, mask)["kernel"])(keys)
     assert (np.asarray(shuffled).sum(axis=(1, 2)) == 5).all()
     freq = np.asarray(shuffled).mean(axis=0)
     # std of one frequency = sqrt(.25 * .75 / 4000) ~ 0.0068; 5 sigma.
@@ -100,7 +100,8 @@ def masks(draw):
 @settings(max_examples=30, deadline=None, derandomize=True)
 @given(masks(), st.integers(0, 2**31 - 1))
 def test_shuffle_layerwise_property(mask, seed):
-    out = sanity.shuffle_layerwise(jax.random.key(seed, impl="rbg"), mask)
+    # The leaves are not named 'kernel': name the prunable ones explicitly.
+    out = sanity.shuffle_layerwise(jax.random.key(seed, impl="rbg"), mask, prunable=r"^layer_")
     np.testing.assert_array_equal(out["bias"], mask["bias"])
     for name, ref in mask.items():
         got = np.asarray(out[name])
@@ -149,7 +150,8 @@ def test_reinit_scale_fan_in_matches_numpy():
         "conv": np.random.default_rng(3).random(conv.shape) < 0.5,
         "bias": np.array([True, False, True]),
     }
-    out = sanity.reinit(KEY, lambda key: params, mask, scale_fan_in=True)
+    prunable = r"^(dense|conv)$"  # not named 'kernel'
+    out = sanity.reinit(KEY, lambda key: params, mask, scale_fan_in=True, prunable=prunable)
     expected_dense = w * mask["dense"] * np.array([1.0, 2.0, 0.0], np.float32)
     np.testing.assert_allclose(out["dense"], expected_dense, rtol=1e-6)
     kept = mask["conv"].reshape(-1, 2).sum(axis=0)
@@ -157,7 +159,7 @@ def test_reinit_scale_fan_in_matches_numpy():
     np.testing.assert_allclose(out["conv"], conv * mask["conv"] * scale, rtol=1e-6)
     # A bias is masked but not rescaled; without scale_fan_in nothing is rescaled.
     np.testing.assert_array_equal(out["bias"], [5.0, 0.0, 5.0])
-    plain = sanity.reinit(KEY, lambda key: params, mask)
+    plain = sanity.reinit(KEY, lambda key: params, mask, prunable=prunable)
     np.testing.assert_array_equal(plain["dense"], w * mask["dense"])
 
 
@@ -166,18 +168,20 @@ def test_reinit_scale_fan_in_restores_std_at_90_percent_sparsity():
     lecun = jax.nn.initializers.lecun_normal()
 
     def init(key):
-        return {"w": lecun(key, shape, jnp.float32)}
+        return {"kernel": lecun(key, shape, jnp.float32)}
 
-    dense_std = float(jnp.std(init(KEY)["w"]))
-    mask = {"w": np.random.default_rng(0).random(shape) < 0.1}
-    out = np.asarray(sanity.reinit(jax.random.fold_in(KEY, 1), init, mask, scale_fan_in=True)["w"])
-    kept_std = out[mask["w"]].std()
+    dense_std = float(jnp.std(init(KEY)["kernel"]))
+    mask = {"kernel": np.random.default_rng(0).random(shape) < 0.1}
+    out = sanity.reinit(jax.random.fold_in(KEY, 1), init, mask, scale_fan_in=True)["kernel"]
+    out = np.asarray(out)
+    kept_std = out[mask["kernel"]].std()
     np.testing.assert_allclose(kept_std / dense_std, math.sqrt(1 / 0.1), rtol=0.05)
     # Per unit the variance is 1 / surviving fan-in (LeCun on the sparse fan-in), so every unit's
     # squared norm is ~1 even when the units' densities differ (a global rescale would fail this).
     density = np.linspace(0.05, 0.5, shape[1])
-    mask = {"w": np.random.default_rng(1).random(shape) < density}
-    out = np.asarray(sanity.reinit(jax.random.fold_in(KEY, 2), init, mask, scale_fan_in=True)["w"])
+    mask = {"kernel": np.random.default_rng(1).random(shape) < density}
+    out = sanity.reinit(jax.random.fold_in(KEY, 2), init, mask, scale_fan_in=True)["kernel"]
+    out = np.asarray(out)
     sq_norm = (out**2).sum(axis=0)
     np.testing.assert_allclose(sq_norm[:50].mean(), 1.0, rtol=0.1)  # ~50-160 inputs survive
     np.testing.assert_allclose(sq_norm[-50:].mean(), 1.0, rtol=0.1)  # ~390-500 inputs survive
@@ -216,7 +220,11 @@ def test_shuffle_weights_ignores_values_at_pruned_positions_and_is_uniform():
     w = np.arange(1.0, 7.0, dtype=np.float32).reshape(2, 3)
     m = np.array([[True, False, True], [False, True, False]])
     keys = jax.random.split(KEY, 3000)
-    out = np.asarray(jax.vmap(lambda k: sanity.shuffle_weights(k, {"w": w}, {"w": m})["w"])(keys))
+
+    def shuffled(k):
+        return sanity.shuffle_weights(k, {"kernel": w}, {"kernel": m})["kernel"]
+
+    out = np.asarray(jax.vmap(shuffled)(keys))
     assert (out[:, ~m] == 0).all()
     kept = out[:, m]  # values 1, 3, 5 over the 3 kept positions
     assert (np.sort(kept, axis=1) == [1.0, 3.0, 5.0]).all()

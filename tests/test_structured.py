@@ -151,6 +151,107 @@ def test_select_top_bad_input():
         sp.select_top({"a": np.ones(3)}, {"zz": 0.5})
     with pytest.raises(ValueError, match=r"scores\['a'\] contains NaN"):
         sp.select_top({"a": np.array([1.0, np.nan])}, {"a": 0.5})
+    with pytest.raises(ValueError, match=r"rounding must be one of \['round', 'floor'\]"):
+        sp.select_top({"a": np.ones(3)}, {"a": 0.5}, rounding="ceil")
+
+
+@pytest.mark.parametrize(
+    ("ratio", "n", "rounded", "floored"),
+    [
+        (0.1, 32, 29, 28),  # ResNet-56-A/B stage 2: Li et al. keep int(0.9 * 32) = 28
+        (0.1, 64, 58, 57),  # stage 3: int(0.9 * 64) = 57
+        (0.1, 16, 14, 14),
+        (0.6, 16, 6, 6),  # ResNet-56-B stage 1
+        (0.3, 32, 22, 22),  # ResNet-56-B stage 2
+        (0.5, 64, 32, 32),
+        (0.25, 2, 1, 1),  # half a channel: round prunes it (half up), floor keeps 1.5 -> 1
+        (0.9, 10, 1, 1),  # exact decimal: float int(10 * (1 - 0.9)) would give 0
+        (1.0, 8, 1, 1),  # never empty
+        (0.0, 8, 8, 8),
+    ],
+)
+def test_n_kept_round_and_floor(ratio, n, rounded, floored):
+    assert sp.n_kept(ratio, n) == rounded
+    assert sp.n_kept(ratio, n, "floor") == floored
+    assert floored == max(1, math.floor(round((1 - ratio) * n, 9)))
+
+
+def test_select_top_floor_keeps_li_et_al_count():
+    scores = np.random.default_rng(0).permutation(64).astype(np.float64)
+    kept = sp.select_top({"g": scores}, {"g": 0.1}, rounding="floor")["g"]
+    np.testing.assert_array_equal(kept, np.flatnonzero(scores >= 64 - 57))
+    assert sp.select_top({"g": scores}, {"g": 0.1})["g"].size == 58
+    with pytest.raises(ValueError, match="rounding must be one of"):
+        sp.n_kept(0.1, 4, "nearest")
+
+
+# --------------------------------------------------------------------------- Li et al. ResNet-56
+
+# Li et al. (2017), Table 1: FLOPs of ResNet-56 on CIFAR-10 and its pruned versions A and B.
+# They count conv + fc multiply-accumulates per example (BatchNorm, ReLU and residual adds not
+# counted) with zero-padding (option A) shortcuts, which cost nothing: the dense ResNet-56 is
+# 125,485,696 MACs (1.25e8). Our option-B projections add 2 x 131,072 MACs, left out below.
+LI_FLOPS = {"dense": 1.25e8, "A": 1.12e8, "B": 9.09e7}
+LI_WIDTHS = {  # kept filters of each block's first conv: int((1 - r) * n), skipped blocks intact
+    "A": [14] * 7 + [16, 14] + [32] + [28] * 8 + [64] + [57] * 7 + [64],
+    "B": [6] * 7 + [16, 16] + [32] + [22] * 6 + [32, 22] + [64] + [57] * 7 + [64],
+}
+
+
+def _option_a_macs(model):
+    """Conv + fc MACs per example of ``model`` without its 1x1 projection shortcuts."""
+    import jaxprune as jp
+
+    linear = model.clone(linear=True)
+    x = jnp.zeros((1, 32, 32, 3), jnp.float32)
+    params = jax.eval_shape(lambda: linear.init(KEY, x))["params"]
+    report = jp.flops_report(lambda p, x: linear.apply({"params": p}, x), params, x)
+    projections = sum(layer.flops for layer in report.layers if "shortcut" in layer.name)
+    return report.total_flops - projections, projections
+
+
+@pytest.fixture(scope="module")
+def resnet56():
+    model = get_model("resnet56", 10)
+    return model, _random_variables(model, (1, 32, 32, 3))
+
+
+def test_resnet56_dense_flops_and_projection_share(resnet56):
+    macs, projections = _option_a_macs(resnet56[0])
+    assert macs == 125_485_696
+    assert abs(macs / LI_FLOPS["dense"] - 1) < 0.01
+    assert projections == 2 * 131_072
+    assert round(100 * projections / macs, 2) == 0.21  # the config docstring's figure
+
+
+@pytest.mark.parametrize("variant", ["A", "B"])
+def test_resnet56_li_et_al_widths_and_flops_from_config(resnet56, variant):
+    from configs import resnet56_cifar10_l1_filter
+    from jaxprune.training import channel_pruning
+
+    model, variables = resnet56
+    config = resnet56_cifar10_l1_filter.get_config(variant)
+    assert config.model.name == "resnet56"
+    narrow, _, record = channel_pruning.prune_structured(config.structured, model, variables)
+    assert record["widths"] == LI_WIDTHS[variant]
+    assert narrow.widths == tuple(LI_WIDTHS[variant])
+    macs, _ = _option_a_macs(narrow)
+    assert abs(macs / LI_FLOPS[variant] - 1) < 0.01, macs
+
+
+def test_resnet56_a_rounded_widths_miss_the_published_flops(resnet56):
+    """Rounding the pruned count (29 of 32, 58 of 64) is 1.9% off Li et al.'s 1.12e8."""
+    from configs import resnet56_cifar10_l1_filter
+    from jaxprune.training import channel_pruning, config_check
+
+    assert set(config_check.STRUCTURED_ROUNDINGS) == set(sp.ROUNDINGS)
+    model, variables = resnet56
+    block = resnet56_cifar10_l1_filter.get_config("A").structured
+    block.rounding = "round"
+    narrow, _, record = channel_pruning.prune_structured(block, model, variables)
+    assert record["widths"][10:18] == [29] * 8 and record["widths"][19:26] == [58] * 7
+    macs, _ = _option_a_macs(narrow)
+    assert abs(macs / LI_FLOPS["A"] - 1) > 0.01
 
 
 # --------------------------------------------------------------------------- layer_ratios

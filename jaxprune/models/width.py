@@ -7,8 +7,9 @@ prunable weights closest to a target, e.g. the number of weights a sparse model 
     kept = round(0.1 * count_params(get_model("lenet300", 10), (1, 28, 28, 1)))
     w = matching_width("lenet300", 10, (1, 28, 28, 1), kept)   # ~0.13: a 10x smaller dense net
 
-Prunable weights follow the project default (DESIGN.md): the ``params`` leaves with ``ndim >= 2``
-(Dense and Conv kernels); biases and norm scales/offsets are not prunable.
+Prunable weights follow the project default (``jaxprune.pruning.tree.is_kernel``): the ``params``
+leaves named ``kernel`` with ``ndim >= 2`` (Dense and Conv kernels); biases, embeddings and norm
+scales/offsets are not prunable.
 """
 
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune.models.registry import get_model
+from jaxprune.pruning import tree
 
 
 def count_params(model: nn.Module, input_shape: Sequence[int], prunable_only: bool = True) -> int:
@@ -27,7 +29,7 @@ def count_params(model: nn.Module, input_shape: Sequence[int], prunable_only: bo
     Args:
       model: an unbound Flax Linen module taking ``(x, train=False)``.
       input_shape: full input shape including the batch dimension, e.g. ``(1, 28, 28, 1)``.
-      prunable_only: count only ``params`` leaves with ``ndim >= 2`` (kernels); if False count
+      prunable_only: count only the prunable ``params`` leaves (kernels); if False count
         every leaf of the ``params`` collection (batch statistics are never counted).
 
     Returns:
@@ -36,9 +38,11 @@ def count_params(model: nn.Module, input_shape: Sequence[int], prunable_only: bo
     shapes = jax.eval_shape(
         lambda: model.init(jax.random.key(0), jnp.zeros(tuple(input_shape), jnp.float32))
     )
-    leaves = jax.tree.leaves(shapes.get("params", {}))
+    named = tree.named_leaves(shapes.get("params", {}))
     return sum(
-        int(np.prod(leaf.shape)) for leaf in leaves if not prunable_only or len(leaf.shape) >= 2
+        int(np.prod(leaf.shape))
+        for name, leaf in named
+        if not prunable_only or tree.is_kernel(name, leaf)
     )
 
 

@@ -23,12 +23,13 @@ from jaxprune.pruning.select import (
     random_mask,
 )
 from jaxprune.pruning.stats import SparsityReport, sparsity_report
-from jaxprune.pruning.tree import layer_names, prunable_names
+from jaxprune.pruning.tree import describe, layer_names, prunable_names
 
 __all__ = [
     "EffectiveTargetResult",
     "SparsityReport",
     "apply_mask",
+    "describe",
     "effective_mask",
     "effective_target_mask",
     "flops",

@@ -20,8 +20,13 @@ Feed the result to ``jp.layerwise_mask`` or ``jp.random_mask``.
   earliest layers with room.
 * ``custom``: a ``{layer_name: sparsity}`` dict, checked.
 
-"First" and "last" come from ``order=`` (the forward order, ``jp.layer_order``) or, without it,
-from a natural sort of the names (``Conv_2`` before ``Conv_10``), never from dict-key order.
+``uniform_plus`` and ``smart_ratio`` depend on which layer is first and last, so they **need**
+``order=``: the forward order from ``jp.layer_order(apply_fn, params, x)``. Called without it they
+raise ``ValueError`` rather than guess: neither dict-key order nor a natural sort of the names is
+forward order (a ResNet's stem ``Conv_0/kernel`` sorts after ``BasicBlock_*``, next to last).
+``order="natural"`` opts in to the natural sort of the names (``Conv_2`` before ``Conv_10``), for
+trees whose names are numbered in forward order (``Dense_0``, ``Dense_1``, ...). The other quotas
+do not depend on the order and ignore it.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from jaxprune.pruning.select import check_sparsity
 from jaxprune.pruning.tree import Prunable, PyTree, named_leaves, ordered_names, prunable_flags
 
 QuotaFn = Callable[..., dict[str, float]]
+Order = Sequence[str] | str | None
 _REGISTRY: dict[str, QuotaFn] = {}
 
 
@@ -70,6 +76,29 @@ def _layers(params: PyTree, prunable: Prunable) -> tuple[list[str], dict[str, tu
     if not shapes:
         raise ValueError("params has no prunable leaves; nothing to allocate")
     return list(shapes), shapes
+
+
+def _forward_order(quota: str, layer_names: list[str], order: Order) -> list[str]:
+    """``layer_names`` first to last by ``order`` (a list of names, or ``"natural"``).
+
+    Raises:
+      ValueError: if ``order`` is None (saying how to get one), an unknown string, or misses
+        some of the layers.
+    """
+    if order is None:
+        raise ValueError(
+            f"quota {quota!r} treats the first and last layers specially and needs their forward "
+            "order: pass order=jp.layer_order(apply_fn, params, x) (apply_fn(params, x) runs "
+            "the model on a sample input x), or order='natural' to sort the layer names "
+            "naturally (Conv_2 before Conv_10) when they are numbered in forward order"
+        )
+    if isinstance(order, str):
+        if order != "natural":
+            raise ValueError(
+                f"quota {quota!r}: order must be a list of layer names or 'natural', got {order!r}"
+            )
+        return ordered_names(layer_names)
+    return ordered_names(layer_names, order)
 
 
 def _result(names_in_flatten_order: list[str], values: Mapping[str, float]) -> dict[str, float]:
@@ -109,19 +138,27 @@ def uniform_plus(
     params: PyTree,
     sparsity: float,
     prunable: Prunable = None,
-    order: Sequence[str] | None = None,
+    order: Order = None,
     max_last_sparsity: float = 0.8,
     **_,
 ):
     """First layer dense, last layer at most ``max_last_sparsity``, the rest share the budget.
 
+    Args:
+      params: params pytree.
+      sparsity: global target.
+      prunable: which leaves are prunable.
+      order: forward order of the layers, ``jp.layer_order(apply_fn, params, x)``, or
+        ``"natural"`` for a natural sort of the names; required.
+      max_last_sparsity: the most the last layer is pruned.
+
     Raises:
-      ValueError: if the target cannot be met under those constraints.
+      ValueError: if ``order`` is missing or the target cannot be met under those constraints.
     """
     check_sparsity(sparsity)
     layer_names, shapes = _layers(params, prunable)
     sizes = {n: math.prod(s) for n, s in shapes.items()}
-    ordered = ordered_names(layer_names, order)
+    ordered = _forward_order("uniform_plus", layer_names, order)
     total = sum(sizes.values())
     pruned = float(sparsity) * total
     if len(ordered) == 1:
@@ -227,7 +264,7 @@ def smart_ratio(
     params: PyTree,
     sparsity: float,
     prunable: Prunable = None,
-    order: Sequence[str] | None = None,
+    order: Order = None,
     ratio: str = "quadratic",
     residual: bool = False,
     last_keep: float = 0.3,
@@ -239,20 +276,22 @@ def smart_ratio(
       params: params pytree.
       sparsity: global target.
       prunable: which leaves are prunable.
-      order: forward order of the layers (first to last).
+      order: forward order of the layers (first to last), ``jp.layer_order(apply_fn, params,
+        x)``, or ``"natural"`` for a natural sort of the names; required.
       ratio: ``"quadratic"`` (paper), or the ablations ``"linear"``, ``"cubic"``, ``"uniform"``.
       residual: skip the ``1 / l^2`` factor (ResNets), as in the paper.
       last_keep: keep ratio of the last layer (0.3 in the paper).
 
     Raises:
-      ValueError: unknown ratio, or a target the fixed last layer makes unreachable.
+      ValueError: missing ``order``, unknown ratio, or a target the fixed last layer makes
+        unreachable.
     """
     check_sparsity(sparsity)
     if ratio not in _RATIOS:
         raise ValueError(f"smart_ratio ratio must be one of {sorted(_RATIOS)}, got {ratio!r}")
     layer_names, shapes = _layers(params, prunable)
     sizes = {n: math.prod(s) for n, s in shapes.items()}
-    ordered = ordered_names(layer_names, order)
+    ordered = _forward_order("smart_ratio", layer_names, order)
     total = sum(sizes.values())
     budget = (1.0 - float(sparsity)) * total
     if len(ordered) == 1:

@@ -2,8 +2,10 @@
 
 A score maps a params pytree to a pytree of the same structure and shapes; larger means more
 important. Every scorer is called as ``fn(params, **ctx)`` and must accept (and may ignore) the
-context keywords ``key``, ``batch``, ``apply_fn`` and any others, so that training code can call
-any registered score the same way.
+context keywords ``key``, ``batch``, ``apply_fn``, ``prunable`` and any others, so that training
+code can call any registered score the same way. ``prunable`` (the library's ``prunable=``
+argument, see ``jaxprune.pruning.tree``) matters only to scores whose value on one leaf depends on
+which other leaves are being pruned (GraSP's Hessian-gradient product).
 
 A notebook adds a score in three lines::
 
@@ -21,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxprune.pruning.select import check_sparsity, global_mask
-from jaxprune.pruning.tree import PyTree
+from jaxprune.pruning.tree import Prunable, PyTree, prunable_flags
 
 ScoreFn = Callable[..., PyTree]
 _REGISTRY: dict[str, ScoreFn] = {}
@@ -267,20 +269,24 @@ def grasp(
     apply_fn: Callable[[PyTree, jax.Array], jax.Array] | None = None,
     mask: PyTree | None = None,
     temperature: float = 200.0,
+    prunable: Prunable = None,
     **ctx,
 ) -> PyTree:
     """GraSP (Wang et al. 2020, gradient signal preservation), sign-flipped so higher = keep.
 
-    With ``L(p)`` the mean cross-entropy of ``apply_fn(p, batch["image"]) / temperature`` against
-    ``batch["label"]`` (class indices or one-hot rows), ``g = grad L(theta)`` and the
-    Hessian-gradient product ``Hg = jvp(grad L, (theta,), (stop_gradient(g),))`` (forward over
-    reverse, no explicit Hessian), the paper's score is ``S = -theta * Hg`` and GraSP **removes
-    the weights with the highest** ``S`` (removing them least reduces, or most increases, the
-    gradient norm after pruning).
+    Let ``theta`` be the prunable leaves (by default the conv / dense kernels) and ``L(theta)``
+    the mean cross-entropy of ``apply_fn(params, batch["image"]) / temperature`` against
+    ``batch["label"]`` (class indices or one-hot rows) with every other leaf (biases, norm scales,
+    embeddings) held fixed at its value. With ``g = grad L(theta)`` and the Hessian-gradient
+    product ``Hg = jvp(grad L, (theta,), (stop_gradient(g),))`` (forward over reverse, no explicit
+    Hessian), the paper's score is ``S = -theta * Hg`` and GraSP **removes the weights with the
+    highest** ``S``. As in the authors' code, ``g`` and ``H`` are taken with respect to the
+    prunable weights only: non-prunable parameters are not in the tangent, so they add nothing to
+    ``Hg`` (with them in, scores change by a few percent and the kept set changes).
 
     **Sign convention:** every selection in jaxprune keeps the highest scores, so this function
     returns ``theta * Hg = -S``; ``jp.global_mask(grasp(...), s)`` then keeps exactly the weights
-    GraSP keeps. Scores can be negative.
+    GraSP keeps. Scores can be negative. Non-prunable leaves score 0 (they are never selected).
 
     With ``mask`` the masked params are scored (``theta`` is 0 at pruned entries), so pruned
     weights score exactly 0, which is *not* below the negative scores of live weights. The whole
@@ -292,33 +298,55 @@ def grasp(
       apply_fn: ``apply_fn(params, images) -> logits``.
       mask: optional bool mask pytree like ``params``.
       temperature: logits are divided by it before the softmax (200 in the paper's code).
+      prunable: which leaves are the weights ``theta`` (default: kernels with ``ndim >= 2``); use
+        the same value as for the selection.
       **ctx: other context keywords (``key``, ...), ignored.
 
     Returns:
-      A pytree like ``params`` with ``theta * Hg``.
+      A pytree like ``params`` with ``theta * Hg`` on the prunable leaves and 0 elsewhere.
 
     Raises:
-      ValueError: if ``batch`` (with ``"image"`` and ``"label"``) or ``apply_fn`` is missing, or
-        ``temperature`` is not a positive number.
+      ValueError: if ``batch`` (with ``"image"`` and ``"label"``) or ``apply_fn`` is missing,
+        ``temperature`` is not a positive number, or no leaf is prunable.
     """
     del ctx
     _check_data_inputs("grasp", batch, apply_fn)
     if not float(temperature) > 0:
         raise ValueError(f"score 'grasp' needs temperature > 0, got {temperature!r}")
+    flags = tuple(prunable_flags(params, prunable))
+    if not any(flags):
+        raise ValueError(
+            "score 'grasp' found no prunable leaves (default: leaves named 'kernel' with "
+            "ndim >= 2); pass prunable= (see jp.describe(params))"
+        )
     images, labels = jnp.asarray(batch["image"]), jnp.asarray(batch["label"])
-    return _grasp_theta_hg(_masked(params, mask), images, labels, apply_fn, float(temperature))
+    weights = _masked(params, mask)
+    return _grasp_theta_hg(weights, images, labels, apply_fn, float(temperature), flags)
 
 
-def _grasp_theta_hg_impl(params, images, labels, apply_fn, temperature):
-    """``theta * Hg``; jitted below, compiled once per ``apply_fn``, temperature and shapes."""
+def _merge(leaves: list, flags: tuple[bool, ...], chosen: list) -> list:
+    """``leaves`` with the flagged positions replaced, in order, by the entries of ``chosen``."""
+    it = iter(chosen)
+    return [next(it) if flag else leaf for leaf, flag in zip(leaves, flags, strict=True)]
 
-    def loss(p):
-        return _cross_entropy(apply_fn(p, images) / temperature, labels)
+
+def _grasp_theta_hg_impl(params, images, labels, apply_fn, temperature, flags):
+    """``theta * Hg`` over the flagged leaves; jitted below (once per apply_fn, flags, shapes)."""
+    leaves, treedef = jax.tree.flatten(params)
+    theta = [leaf for leaf, flag in zip(leaves, flags, strict=True) if flag]
+
+    def loss(weights):
+        full = jax.tree.unflatten(treedef, _merge(leaves, flags, weights))
+        return _cross_entropy(apply_fn(full, images) / temperature, labels)
 
     grad_fn = jax.grad(loss)
-    g = jax.lax.stop_gradient(grad_fn(params))
-    _, hg = jax.jvp(grad_fn, (params,), (g,))
-    return jax.tree.map(lambda w, h: w * h, params, hg)
+    g = jax.lax.stop_gradient(grad_fn(theta))
+    _, hg = jax.jvp(grad_fn, (theta,), (g,))
+    zeros = [jnp.zeros_like(leaf) for leaf in leaves]
+    scores = [w * h for w, h in zip(theta, hg, strict=True)]
+    return jax.tree.unflatten(treedef, _merge(zeros, flags, scores))
 
 
-_grasp_theta_hg = jax.jit(_grasp_theta_hg_impl, static_argnames=("apply_fn", "temperature"))
+_grasp_theta_hg = jax.jit(
+    _grasp_theta_hg_impl, static_argnames=("apply_fn", "temperature", "flags")
+)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from collections.abc import Mapping
 from fractions import Fraction
 from typing import Any
@@ -65,11 +66,60 @@ def n_keep_for(sparsity: float, total: int) -> int:
     return math.floor(exact + Fraction(1, 2))
 
 
+def check_sparsity_type(sparsity: Any, field: str = "sparsity") -> None:
+    """Raises ``TypeError`` naming ``field`` unless ``sparsity`` is a real scalar or traced value.
+
+    Accepted: Python ``int``/``float``, NumPy real scalars and 0-d real arrays, and 0-d real JAX
+    arrays (concrete or traced). Rejected: ``bool`` (``True`` is not a sparsity), strings, complex
+    numbers, arrays with more than one element.
+    """
+    if isinstance(sparsity, bool | np.bool_) or isinstance(sparsity, str | bytes):
+        raise TypeError(
+            f"{field} must be a real number in [0, 1], got {sparsity!r} ({type(sparsity).__name__})"
+        )
+    if isinstance(sparsity, numbers.Real):
+        return
+    if isinstance(sparsity, np.ndarray | np.generic | jax.Array):
+        dtype = np.dtype(sparsity.dtype)
+        if np.ndim(sparsity) == 0 and (
+            np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)
+        ):
+            return
+        raise TypeError(
+            f"{field} must be a real scalar in [0, 1], got an array of shape "
+            f"{np.shape(sparsity)} and dtype {dtype}"
+        )
+    raise TypeError(
+        f"{field} must be a real number in [0, 1], got {sparsity!r} ({type(sparsity).__name__})"
+    )
+
+
 def check_sparsity(sparsity: Any, field: str = "sparsity") -> None:
-    """Raises ``ValueError`` naming ``field`` unless ``sparsity`` is a number in ``[0, 1]``."""
+    """Raises naming ``field`` unless ``sparsity`` is a real number in ``[0, 1]``.
+
+    A traced value is checked on the device and raises when the jitted program runs (see
+    ``check_traced_sparsity``).
+
+    Raises:
+      TypeError: ``sparsity`` is a bool, a string, or not a real scalar.
+      ValueError: ``sparsity`` is NaN or outside ``[0, 1]``.
+    """
+    check_sparsity_type(sparsity, field)
+    if _is_traced(sparsity):
+        check_traced_sparsity(sparsity, field)
+        return
     value = float(sparsity)
     if math.isnan(value) or not 0.0 <= value <= 1.0:
         raise ValueError(f"{field} must be in [0, 1], got {sparsity!r}")
+
+
+def check_traced_sparsity(sparsity: Any, field: str = "sparsity") -> None:
+    """Checks a (possibly traced) sparsity on the device: NaN or outside [0, 1] raises."""
+    s = jnp.asarray(sparsity, jnp.float32)
+    _fail_if(
+        jnp.isnan(s) | (s < 0) | (s > 1),
+        f"{field} must be in [0, 1] (traced value was NaN or out of range)",
+    )
 
 
 def _traced_n_keep(sparsity: jax.Array, total: int) -> jax.Array:
@@ -99,10 +149,36 @@ def _fail_if(flag: Any, message: str) -> None:
     _host_check(check, flag)
 
 
-def _prunable_leaves(scores: PyTree, prunable: Prunable):
+def _prunable_leaves(scores: PyTree, prunable: Prunable, what: str = "scores"):
+    """Names, leaves, treedef and prunable flags of ``scores``; refuses trees with nothing to prune.
+
+    Raises:
+      ValueError: ``scores`` has no array leaves (``None``, ``{}``), a leaf is not an array of
+        real numbers, or no leaf is prunable (the message says what the rule was).
+    """
     names = layer_names(scores)
     leaves, treedef = jax.tree.flatten(scores)
+    if not leaves:
+        raise ValueError(f"{what} has no array leaves (got {scores!r})")
+    for name, leaf in zip(names, leaves, strict=True):
+        try:
+            dtype = np.dtype(getattr(leaf, "dtype", None) or np.result_type(leaf))
+        except TypeError:
+            dtype = None
+        if dtype is None or not (
+            np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)
+        ):
+            raise ValueError(
+                f"{what}[{name!r}] must be an array of real numbers, got "
+                f"{type(leaf).__name__} with dtype {dtype}"
+            )
     flags = prunable_flags(scores, prunable)
+    if not any(flags):
+        rule = "leaves named 'kernel' with ndim >= 2" if prunable is None else repr(prunable)
+        raise ValueError(
+            f"no leaf of {what} is prunable (prunable={rule}); leaves: {names}. Pass prunable= "
+            "(a predicate or regexes) or see jp.describe(params)"
+        )
     return names, leaves, treedef, flags
 
 
@@ -147,16 +223,26 @@ def _check_no_sentinel(leaves: list[jax.Array]) -> None:
     )
 
 
+def _like(mask: jax.Array, leaf: Any) -> jax.Array:
+    """Places a concrete mask with the sharding of its (concrete) leaf; traced values pass."""
+    sharding = getattr(leaf, "sharding", None)
+    if isinstance(leaf, jax.core.Tracer) or isinstance(mask, jax.core.Tracer) or sharding is None:
+        return mask
+    if getattr(mask, "sharding", None) == sharding:
+        return mask
+    return jax.device_put(mask, sharding)
+
+
 def _assemble(leaves, flags, treedef, kept: dict[int, jax.Array]) -> PyTree:
+    """Builds the mask tree; each mask keeps the sharding of its leaf."""
     masks = []
     for i, (leaf, flag) in enumerate(zip(leaves, flags, strict=True)):
         shape = np.shape(leaf)
-        if not flag:
-            masks.append(jnp.ones(shape, bool))
-        elif i in kept:
-            masks.append(kept[i])
-        else:  # empty prunable leaf
-            masks.append(jnp.ones(shape, bool))
+        if flag and i in kept:
+            mask = kept[i]
+        else:  # not prunable, or an empty prunable leaf
+            mask = jnp.ones(shape, bool)
+        masks.append(_like(mask, leaf))
     return jax.tree.unflatten(treedef, masks)
 
 
@@ -229,9 +315,9 @@ def global_mask(
     floors = floors_for(min_keep, [names[i] for i in index], sizes, total)
     floor_sum = sum(floors)
 
+    check_sparsity(sparsity)
     if _is_traced(sparsity):
         s = jnp.asarray(sparsity, jnp.float32)
-        _fail_if(jnp.isnan(s) | (s < 0) | (s > 1), "sparsity must be in [0, 1] (traced value)")
         n_keep = _traced_n_keep(jnp.clip(s, 0, 1), total)
         _fail_if(
             n_keep < floor_sum,
@@ -288,8 +374,7 @@ def _sparsity_list(sparsities: Any, scores: PyTree, names, flags) -> list[Any]:
     out = []
     for name in prunable:
         value = by_name[name]
-        if not _is_traced(value):
-            check_sparsity(value, f"sparsities[{name!r}]")
+        check_sparsity(value, f"sparsities[{name!r}]")
         out.append(value)
     return out
 
@@ -303,7 +388,12 @@ def _same_structure(a: Any, b: PyTree) -> bool:
 
 def _layer_ks(values: list[Any], sizes: list[int]) -> jax.Array:
     if any(_is_traced(v) for v in values):
-        return jnp.stack([_traced_n_keep(v, n) for v, n in zip(values, sizes, strict=True)])
+        return jnp.stack(
+            [
+                _traced_n_keep(jnp.clip(jnp.asarray(v, jnp.float32), 0, 1), n)
+                for v, n in zip(values, sizes, strict=True)
+            ]
+        )
     return jnp.asarray([n_keep_for(v, n) for v, n in zip(values, sizes, strict=True)], jnp.int32)
 
 
@@ -358,7 +448,7 @@ def random_mask(
     Returns:
       A bool pytree like ``params``.
     """
-    names, leaves, treedef, flags = _prunable_leaves(params, prunable)
+    names, leaves, treedef, flags = _prunable_leaves(params, prunable, "params")
     scores, position = [], 0
     for leaf, flag in zip(leaves, flags, strict=True):
         if flag:
@@ -366,14 +456,31 @@ def random_mask(
             position += 1
         else:
             scores.append(jnp.zeros(np.shape(leaf), jnp.float32))
-    return layerwise_mask(
+    mask = layerwise_mask(
         jax.tree.unflatten(treedef, scores), sparsities, prunable=_flags_predicate(names, flags)
+    )
+    return jax.tree.unflatten(
+        treedef, [_like(m, leaf) for m, leaf in zip(jax.tree.leaves(mask), leaves, strict=True)]
     )
 
 
 def _flags_predicate(names: list[str], flags: list[bool]):
     allowed = {n for n, f in zip(names, flags, strict=True) if f}
     return lambda name, leaf: name in allowed
+
+
+def check_bool_mask(mask: PyTree, what: str = "mask") -> None:
+    """Raises ``ValueError`` naming the leaf unless every leaf of ``mask`` has dtype bool.
+
+    A float mask is refused rather than read as "nonzero means kept": ``0.5`` is not a decision.
+    """
+    for name, leaf in zip(layer_names(mask), jax.tree.leaves(mask), strict=True):
+        dtype = getattr(leaf, "dtype", type(leaf))
+        if dtype != np.dtype(bool):
+            raise ValueError(
+                f"{what}[{name!r}] must be a bool array, got dtype {dtype}; masks are bool "
+                "(use mask.astype(bool) only if nonzero really means kept)"
+            )
 
 
 def apply_mask(params: PyTree, mask: PyTree) -> PyTree:
@@ -383,6 +490,7 @@ def apply_mask(params: PyTree, mask: PyTree) -> PyTree:
       ValueError: if ``mask`` does not have the structure and shapes of ``params``.
     """
     check_same_structure(mask, params, "mask", "params")
+    check_bool_mask(mask)
     return jax.tree.map(
         lambda p, m: jnp.where(m, p, jnp.zeros((), jnp.asarray(p).dtype)), params, mask
     )

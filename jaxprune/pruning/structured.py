@@ -20,10 +20,16 @@ Pipeline::
 
 Decisions:
 
-* **Counts.** A group of ``n`` channels at ratio ``r`` prunes ``round(r * n)`` channels (half
-  rounds up, computed exactly from ``repr(r)``) and keeps ``max(1, n - round(r * n))``. Ratios
-  are allowed in ``[0, 1]``: ratio 1 is accepted and keeps a single channel, because a layer with
-  zero channels disconnects the network (every layer always keeps at least one channel).
+* **Counts** (:func:`n_kept`). A group of ``n`` channels at ratio ``r`` keeps, with
+  ``rounding="round"`` (the default of :func:`select_top`), ``max(1, n - round(r * n))`` (the
+  pruned count rounded half up); with ``rounding="floor"``, ``max(1, floor((1 - r) * n))``, the
+  ``int(n * (1 - r))`` of Li et al.'s released code. Li et al.'s ResNet-56-A/B widths (28 of 32 and
+  57 of 64 filters at r = 0.1, not 29 and 58) and their published FLOPs (1.12e8, 9.09e7) need
+  ``"floor"``; the run config's ``structured.rounding`` (default ``"floor"``) picks it for
+  ``l1_filter``. Both are computed exactly from the decimal ``repr(r)`` (float arithmetic can
+  lose a channel: ``int(10 * (1 - 0.9)) == 0``). Ratios are allowed in ``[0, 1]``: ratio 1 is
+  accepted and keeps a single channel, because a layer with zero channels disconnects the
+  network (every layer always keeps at least one channel).
 * **Ties** in :func:`select_top` go to the lower channel index (stable descending sort).
 * **Network slimming** (:func:`slimming_select`) uses one global threshold ``t`` on ``|gamma|``
   over all groups: ``t`` is the ``round(ratio * N)``-th smallest ``|gamma|`` (``-inf`` when nothing
@@ -68,6 +74,7 @@ __all__ = [
     "filter_l1_norms",
     "kept_widths",
     "layer_ratios",
+    "n_kept",
     "select_top",
     "shrink",
     "slimming_select",
@@ -145,6 +152,26 @@ def _collection_present(variables: Mapping[str, Any], path: str) -> bool:
 def _n_prune(ratio: float, n: int) -> int:
     """``round(ratio * n)`` with halves rounded up, exact for the decimal ``repr(ratio)``."""
     return math.floor(Fraction(repr(float(ratio))) * n + Fraction(1, 2))
+
+
+ROUNDINGS = ("round", "floor")
+
+
+def n_kept(ratio: float, n: int, rounding: str = "round") -> int:
+    """Channels a group of ``n`` keeps at pruning ratio ``ratio`` (see the module docstring).
+
+    ``"round"``: ``max(1, n - round(ratio * n))``, halves rounded up. ``"floor"``:
+    ``max(1, floor((1 - ratio) * n))``, Li et al.'s ``int(n * (1 - ratio))``. Both exact for the
+    decimal ``repr(ratio)``. E.g. ``n_kept(0.1, 32) == 29`` but ``n_kept(0.1, 32, "floor") == 28``.
+
+    Raises:
+      ValueError: for an unknown ``rounding``.
+    """
+    if rounding == "round":
+        return max(1, n - _n_prune(ratio, n))
+    if rounding == "floor":
+        return max(1, math.floor((1 - Fraction(repr(float(ratio)))) * n))
+    raise ValueError(f"rounding must be one of {list(ROUNDINGS)}, got {rounding!r}")
 
 
 def _check_ratio(ratio: Any, what: str) -> float:
@@ -280,11 +307,15 @@ def filter_l1_norms(
     return norms
 
 
-def select_top(scores: Mapping[str, Any], ratios: Mapping[str, float]) -> dict[str, np.ndarray]:
+def select_top(
+    scores: Mapping[str, Any], ratios: Mapping[str, float], rounding: str = "round"
+) -> dict[str, np.ndarray]:
     """Keeps the highest-scoring channels of every group.
 
-    Group ``g`` with ``n`` channels keeps the ``max(1, n - round(ratios[g] * n))`` highest scores
-    (half rounds up; ties go to the lower index). Groups missing from ``ratios`` keep everything.
+    Group ``g`` with ``n`` channels keeps the ``n_kept(ratios[g], n, rounding)`` highest scores:
+    ``max(1, n - round(ratios[g] * n))`` (half up) by default, ``max(1, floor((1 - r) * n))`` with
+    ``rounding="floor"`` (Li et al.); ties go to the lower index. Groups missing from ``ratios``
+    keep everything.
 
     Example::
 
@@ -293,14 +324,18 @@ def select_top(scores: Mapping[str, Any], ratios: Mapping[str, float]) -> dict[s
     Args:
       scores: ``{group name: 1-D scores}``.
       ratios: ``{group name: pruned fraction in [0, 1]}``; ratio 1 keeps one channel.
+      rounding: ``"round"`` or ``"floor"`` (see :func:`n_kept`).
 
     Returns:
       ``{group name: sorted int64 array of kept indices}``.
 
     Raises:
-      ValueError: for a ratio outside ``[0, 1]`` or NaN, a ratio for an unknown group, or scores
-        that are not 1-D, are empty or contain NaN (each message names the group).
+      ValueError: for a ratio outside ``[0, 1]`` or NaN, a ratio for an unknown group, scores
+        that are not 1-D, are empty or contain NaN (each message names the group), or an unknown
+        ``rounding``.
     """
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"rounding must be one of {list(ROUNDINGS)}, got {rounding!r}")
     unknown = sorted(set(ratios) - set(scores))
     if unknown:
         raise ValueError(f"ratios name groups without scores: {unknown}; groups: {sorted(scores)}")
@@ -312,8 +347,7 @@ def select_top(scores: Mapping[str, Any], ratios: Mapping[str, float]) -> dict[s
         if np.isnan(score).any():
             raise ValueError(f"scores[{name!r}] contains NaN")
         ratio = _check_ratio(ratios.get(name, 0.0), f"ratio for group {name!r}")
-        n = score.size
-        n_keep = max(1, n - _n_prune(ratio, n))
+        n_keep = n_kept(ratio, score.size, rounding)
         order = np.argsort(-score, kind="stable")
         kept[name] = np.sort(order[:n_keep]).astype(np.int64)
     return kept

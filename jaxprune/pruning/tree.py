@@ -1,10 +1,16 @@
 """Pytree helpers shared by the pruning core: layer names, prunable leaves, layer order.
 
 Layer names are '/'-joined key paths (``'Dense_0/kernel'``), listed in ``jax.tree.flatten`` order.
-A leaf is *prunable* by default iff ``leaf.ndim >= 2`` (Dense and Conv kernels); biases, norm
-scales and scalars are not. The ``prunable=`` argument accepted across the library overrides it:
+A leaf is *prunable* by default iff the last part of its name is ``kernel`` and it has
+``ndim >= 2``: the kernels of Dense, Conv, DenseGeneral and Einsum layers. Everything else is not
+prunable: embeddings (``embedding``), learned positional embeddings, biases of any rank (the 2-D
+biases of ``DenseGeneral`` attention projections too), norm scales and scalars. A rank test alone
+would prune 2-D biases and embedding tables, which Global MP then empties first. Call
+:func:`describe` to see which leaves of a params tree are prunable before pruning it.
 
-* ``None``: the default rule above;
+The ``prunable=`` argument accepted across the library overrides the rule:
+
+* ``None``: the default rule above (:func:`is_kernel`);
 * a callable ``(name, leaf) -> bool``;
 * a regular expression (``str``) or a sequence of them: a leaf is prunable iff its name matches
   one of them (``re.search``).
@@ -17,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import numpy as np
 
 PyTree = Any
 Prunable = None | str | Sequence[str] | Callable[[str, Any], bool]
@@ -45,6 +52,16 @@ def layer_names(tree: PyTree) -> list[str]:
     return [name for name, _ in named_leaves(tree)]
 
 
+def is_kernel(name: str, leaf: Any) -> bool:
+    """The default prunable rule: the name ends in ``kernel`` and the leaf has ``ndim >= 2``.
+
+    Args:
+      name: the '/'-joined layer name, e.g. ``'MultiHeadDotProductAttention_0/query/kernel'``.
+      leaf: the array (or anything with a ``shape``).
+    """
+    return name.rsplit("/", 1)[-1] == "kernel" and len(np.shape(leaf)) >= 2
+
+
 def prunable_predicate(prunable: Prunable = None) -> Callable[[str, Any], bool]:
     """Turns a ``prunable=`` argument into a predicate ``(name, leaf) -> bool``.
 
@@ -53,7 +70,7 @@ def prunable_predicate(prunable: Prunable = None) -> Callable[[str, Any], bool]:
       re.error: if a pattern is not a valid regular expression.
     """
     if prunable is None:
-        return lambda name, leaf: getattr(leaf, "ndim", 0) >= 2
+        return is_kernel
     if callable(prunable):
         return prunable
     if isinstance(prunable, str):
@@ -76,6 +93,60 @@ def prunable_names(tree: PyTree, prunable: Prunable = None) -> list[str]:
     """Returns the names of the prunable leaves of ``tree`` in flatten order."""
     flags = prunable_flags(tree, prunable)
     return [name for name, flag in zip(layer_names(tree), flags, strict=True) if flag]
+
+
+def _dtype_name(leaf: Any) -> str:
+    dtype = getattr(leaf, "dtype", None)
+    return str(dtype) if dtype is not None else type(leaf).__name__
+
+
+def _describe_rows(params: PyTree, prunable: Prunable) -> list[tuple[str, str, str, int, bool]]:
+    """``(name, shape, dtype, size, prunable)`` for every leaf, in flatten order."""
+    flags = prunable_flags(params, prunable)
+    return [
+        (name, str(tuple(np.shape(leaf))), _dtype_name(leaf), int(np.prod(np.shape(leaf))), flag)
+        for (name, leaf), flag in zip(named_leaves(params), flags, strict=True)
+    ]
+
+
+def describe(params: PyTree, prunable: Prunable = None) -> str:
+    """A readable table of the leaves of ``params`` and whether each is prunable.
+
+    One line per leaf (flatten order): name, shape, dtype, number of entries and ``yes`` / ``no``
+    for prunable, then a total line: prunable leaves over all leaves and prunable entries over all
+    entries. Print it before pruning to check what the default rule (or ``prunable=``) selects::
+
+        print(jp.describe(variables["params"]))
+
+    Args:
+      params: any pytree of arrays.
+      prunable: which leaves are prunable (see the module docstring); None is the default rule.
+
+    Returns:
+      The table as one string (no trailing newline).
+    """
+    rows = _describe_rows(params, prunable)
+    header = ("name", "shape", "dtype", "size", "prunable")
+    cells = [header] + [
+        (n, shape, d, f"{size:,}", "yes" if f else "no") for n, shape, d, size, f in rows
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = [
+        "  ".join(
+            cell.rjust(width) if i == 3 else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in cells
+    ]
+    n_prunable = sum(1 for row in rows if row[4])
+    size_prunable = sum(row[3] for row in rows if row[4])
+    size_all = sum(row[3] for row in rows)
+    share = 100.0 * size_prunable / size_all if size_all else 0.0
+    lines.append(
+        f"prunable: {n_prunable} of {len(rows)} leaves, "
+        f"{size_prunable:,} of {size_all:,} entries ({share:.2f}%)"
+    )
+    return "\n".join(lines)
 
 
 def natural_key(name: str) -> list[Any]:

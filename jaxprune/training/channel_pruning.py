@@ -36,7 +36,9 @@ def prune_structured(
     """Removes channels of ``model`` as ``block`` (``config.structured``) says.
 
     ``l1_filter``: per group, the filters of smallest L1 norm at the group's ratio
-    (``structured.ratio``, overridden by ``structured.ratios``, 0 for ``structured.skip``).
+    (``structured.ratio``, overridden by ``structured.ratios``, 0 for ``structured.skip``); the
+    kept count is rounded as ``structured.rounding`` says (``"floor"``: Li et al.'s
+    ``int(n * (1 - ratio))``; ``"round"``: ``n - round(ratio * n)``).
     ``slimming``: one global threshold on |BatchNorm scale| over the groups not skipped, at
     ``structured.ratio``; skipped groups keep every channel.
 
@@ -56,7 +58,8 @@ def prune_structured(
     record: dict[str, Any] = {"method": block.method}
     if block.method == "l1_filter":
         ratios = structured.layer_ratios(groups, block.ratio, block.ratios, block.skip)
-        kept = structured.select_top(structured.filter_l1_norms(variables, groups), ratios)
+        norms = structured.filter_l1_norms(variables, groups)
+        kept = structured.select_top(norms, ratios, rounding=block.rounding)
     elif block.method == "slimming":
         kept, threshold = structured.slimming_select(variables, active, block.ratio)
         record["threshold"] = float(threshold)

@@ -25,6 +25,7 @@ SANITY_FLOWS = ("prune_at_init", "prune_finetune")
 SCRATCH_FLOWS = ("scratch_e", "scratch_b")
 STRUCTURED_FLOWS = ("prune_finetune", *SCRATCH_FLOWS)
 STRUCTURED_METHODS = ("none", "l1_filter", "slimming")
+STRUCTURED_ROUNDINGS = ("floor", "round")  # jaxprune.pruning.structured.ROUNDINGS
 SMART_RATIOS = ("quadratic", "linear", "cubic", "uniform")
 SELECTIONS = ("global", "layerwise")
 TARGETS = ("direct", "effective")
@@ -215,6 +216,7 @@ def _structured(config: ml_collections.ConfigDict) -> None:
     block = config.structured
     _one_of("structured.method", block.method, STRUCTURED_METHODS)
     _number("structured.ratio", block.ratio, low=0, high=1)
+    _one_of("structured.rounding", block.rounding, STRUCTURED_ROUNDINGS)
     _number("structured.slimming_l1", block.slimming_l1, low=0)
     pairs = block.ratios
     if isinstance(pairs, str) or not all(

@@ -94,7 +94,7 @@ def compute_masks(
             prunable=prunable,
         )
     score_fn = jp.scores.get(pruning.score)
-    scores = score_fn(params, key=key, batch=batch, apply_fn=apply_fn)
+    scores = score_fn(params, key=key, batch=batch, apply_fn=apply_fn, prunable=prunable)
     if pruning.selection == "global":
         min_keep = None
         if pruning.min_keep_fraction > 0:
@@ -243,7 +243,7 @@ def traced_mask_fn(
     table = jnp.asarray([[exact(row[n], sizes[n]) for n in names] for row in rows], jnp.float32)
 
     def mask_fn(params, step, *, key=None, batch=None, apply_fn=None):
-        scores = score_fn(params, key=key, batch=batch, apply_fn=apply_fn)
+        scores = score_fn(params, key=key, batch=batch, apply_fn=apply_fn, prunable=prunable)
         index = jnp.clip((step - schedule.begin_step) // schedule.frequency, 0, len(table) - 1)
         row = table[index]
         if pruning.selection != "layerwise":
@@ -301,7 +301,8 @@ def nested_masks(
         weights in some layer than the previous round did).
     """
     prunable = prunable_spec(pruning)
-    scores = jp.scores.get(pruning.score)(params, key=key, batch=batch, apply_fn=apply_fn)
+    score_fn = jp.scores.get(pruning.score)
+    scores = score_fn(params, key=key, batch=batch, apply_fn=apply_fn, prunable=prunable)
     kept_scores = [
         np.asarray(s, np.float32)[np.asarray(m, bool)]
         for s, m in zip(jax.tree.leaves(scores), jax.tree.leaves(previous_masks), strict=True)
