@@ -1,20 +1,34 @@
-"""Global magnitude threshold on ResNet-50 kernel shapes: our exact search vs jnp.sort vs numpy.
+"""Global magnitude threshold on ResNet-50 kernel shapes: our radix select vs jnp.sort vs numpy.
 
 Prints, for each sparsity, the median wall time of
   * ``jnp.sort``: the textbook reference (sort the concatenated |w|, take the k-th value, compare),
-  * ``jaxprune``: ``jp.global_mask(jp.scores.magnitude(params), s)`` (default exact search),
+  * ``jaxprune``: ``jp.global_mask(jp.scores.magnitude(params), s)`` (default exact radix select),
   * ``np.partition``: numpy's introselect of the k-th value on a host copy (threshold only),
 and the ratios between them, plus the extra device memory XLA reserves for each jitted
 computation (``memory_analysis().temp_size_in_bytes``) next to the size of the params.
 It also checks that our mask equals the stable-argsort reference bit for bit.
 
-Usage: python benchmarks/global_threshold.py [--repeats 5] [--sparsities 0.9,0.99]
+With ``--devices 8`` it re-runs itself on 8 fake CPU devices
+(``XLA_FLAGS=--xla_force_host_platform_device_count=8``) with every kernel sharded along its
+first axis that divides by 8 (replicated otherwise), and checks that the masks equal the
+single-device ones bit for bit. The fake devices share the same CPU cores, so those times show the
+cost of the partitioned program, not a speed-up.
+
+Usage: python benchmarks/global_threshold.py [--repeats 5] [--sparsities 0.9,0.99] [--devices 8]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
+
+if "--devices" in sys.argv:  # must be set before JAX starts
+    _count = sys.argv[sys.argv.index("--devices") + 1]
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={_count}"
+    )
 
 import jax
 import jax.numpy as jnp
@@ -52,11 +66,28 @@ def temp_bytes(jitted, *args) -> int:
     return int(getattr(analysis, "temp_size_in_bytes", 0)) if analysis is not None else 0
 
 
+def shard_first_divisible_axis(params, count: int):
+    """Places each kernel sharded on its first axis divisible by ``count`` (else replicated)."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    mesh = Mesh(np.asarray(jax.devices()[:count]), ("x",))
+
+    def place(x):
+        axis = next((a for a, d in enumerate(x.shape) if d % count == 0), None)
+        spec = PartitionSpec() if axis is None else PartitionSpec(*([None] * axis + ["x"]))
+        return jax.device_put(x, NamedSharding(mesh, spec))
+
+    return jax.tree.map(place, params)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sparsities", default="0.9,0.99")
     parser.add_argument("--no-check", action="store_true", help="skip the argsort agreement check")
+    parser.add_argument("--sort-repeats", type=int, default=1, help="jnp.sort takes seconds")
+    parser.add_argument("--devices", type=int, default=1, help="fake CPU devices; shard params")
+    parser.add_argument("--no-sort", action="store_true", help="skip the jnp.sort baseline")
     args = parser.parse_args()
 
     shapes = resnet50_kernel_shapes()
@@ -71,6 +102,13 @@ def main() -> None:
     }
     total = sum(int(np.prod(s)) for s in shapes)
     param_bytes = 4 * total
+    single_device_masks = None
+    if args.devices > 1:
+        single_device_masks = {
+            s: jax.jit(lambda p, s=s: jp.global_mask(jp.scores.magnitude(p), s))(params)
+            for s in [float(x) for x in args.sparsities.split(",")]
+        }
+        params = shard_first_divisible_axis(params, args.devices)
     scores = jp.scores.magnitude(params)
     host = np.concatenate([np.asarray(p["kernel"]).ravel() for p in scores.values()])
     print(
@@ -98,7 +136,11 @@ def main() -> None:
     print(header)
     for s in [float(x) for x in args.sparsities.split(",")]:
         k = jp.n_keep_for(s, total)
-        t_sort = median_time(lambda k=k: sort_reference(scores, k), args.repeats)
+        t_sort = (
+            float("nan")
+            if args.no_sort
+            else median_time(lambda k=k: sort_reference(scores, k), args.sort_repeats)
+        )
         t_ours = median_time(lambda s=s: ours(scores, s), args.repeats)
         t_abs = median_time(lambda s=s: ours_from_params(params, s), args.repeats)
         t_np = median_time(lambda k=k: np.partition(host, total - k)[total - k], args.repeats)
@@ -119,9 +161,19 @@ def main() -> None:
             )
             print(f"         kept {kept:,} = round((1-s)N); equal to stable argsort: {same}")
             assert same
+        if single_device_masks is not None:
+            same = all(
+                bool((np.asarray(a) == np.asarray(b)).all())
+                for a, b in zip(
+                    jax.tree.leaves(mask), jax.tree.leaves(single_device_masks[s]), strict=True
+                )
+            )
+            shardings = {str(m.sharding.spec) for m in jax.tree.leaves(mask)}
+            print(f"         equal to the 1-device masks: {same}; mask shardings {shardings}")
+            assert same
 
     extra_ours = temp_bytes(ours, scores, 0.9)
-    extra_sort = temp_bytes(sort_reference, scores, 1000)
+    extra_sort = float("nan") if args.no_sort else temp_bytes(sort_reference, scores, 1000)
     print(
         f"extra device memory: jaxprune {extra_ours / 2**20:.1f} MiB "
         f"({extra_ours / param_bytes:.1%} of params), jnp.sort {extra_sort / 2**20:.1f} MiB "

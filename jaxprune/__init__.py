@@ -1,6 +1,6 @@
 """jaxprune: exact, fast neural-network pruning for JAX/Flax.
 
-The public API (names fixed by ``shared/DESIGN.md``)::
+The public API (names fixed by ``docs/DESIGN.md``)::
 
     import jaxprune as jp
     mask = jp.global_mask(jp.scores.magnitude(params), 0.9, min_keep={"fraction_of_total": 1e-4})

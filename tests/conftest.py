@@ -8,4 +8,4 @@ session skips collecting them.
 
 import os
 
-collect_ignore_glob = [] if os.environ.get("JAXPRUNE_MULTIDEVICE") == "1" else ["multidevice/*"]
+collect_ignore = [] if os.environ.get("JAXPRUNE_MULTIDEVICE") == "1" else ["multidevice"]

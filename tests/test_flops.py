@@ -4,6 +4,7 @@ import json
 import math
 import warnings
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -329,6 +330,91 @@ def test_grouped_and_strided_conv():
 
     report = flops_report(apply_fn, params, jnp.zeros((1, 9, 9, 8)))
     assert report.total_flops == 5 * 5 * 9 * (8 // 4) * 8  # ceil(9 / 2) = 5
+
+
+# ---------------------------------------------------------------------------------------------
+# Models outside the zoo, as they are (norms, attention, nn.scan, nn.remat, embeddings).
+
+
+class NormMLP(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.LayerNorm()(nn.Dense(7)(x))
+        x = nn.RMSNorm()(nn.gelu(nn.Dense(6)(x)))
+        return nn.Dense(3)(nn.remat(nn.Dense)(5)(x))
+
+
+class Encoder(nn.Module):
+    @nn.compact
+    def __call__(self, tokens):
+        x = nn.Embed(11, 4)(tokens)  # a lookup: no MACs
+        h = nn.LayerNorm()(x)
+        x = x + nn.MultiHeadDotProductAttention(num_heads=2, qkv_features=6, name="attn")(h, h)
+        h = nn.LayerNorm()(x)
+        return x + nn.Dense(4, name="mlp_out")(nn.relu(nn.Dense(8, name="mlp_in")(h)))
+
+
+class ScanBlock(nn.Module):
+    @nn.compact
+    def __call__(self, h, _):
+        return nn.relu(nn.LayerNorm()(nn.Dense(8)(h))), None
+
+
+class ScanMLP(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        blocks = nn.scan(
+            ScanBlock, variable_axes={"params": 0}, split_rngs={"params": True}, length=5
+        )(name="blocks")
+        h, _ = blocks(nn.Dense(8, name="inp")(x), None)
+        return nn.Dense(3, name="head")(h)
+
+
+def shapes_of(model, x):
+    params = jax.eval_shape(model.init, KEY, x)["params"]
+    return (lambda p, inputs: model.apply({"params": p}, inputs)), params
+
+
+def test_norm_mlp_with_remat_counts_every_dense():
+    apply_fn, params = shapes_of(NormMLP(), jnp.zeros((1, 9)))
+    report = flops_report(apply_fn, params, jnp.zeros((4, 9)))
+    assert [(layer.name, layer.flops) for layer in report.layers] == [
+        ("Dense_0/kernel", 9 * 7),
+        ("Dense_1/kernel", 7 * 6),
+        ("CheckpointDense_0/kernel", 6 * 5),  # inside remat
+        ("Dense_2/kernel", 5 * 3),
+    ]
+
+
+def test_attention_encoder_counts_projections_not_scores():
+    apply_fn, params = shapes_of(Encoder(), jnp.zeros((1, 5), jnp.int32))
+    report = flops_report(apply_fn, params, jnp.zeros((2, 5), jnp.int32))
+    tokens = 5
+    assert {layer.name: layer.flops for layer in report.layers} == {
+        "attn/query/kernel": tokens * 4 * 6,
+        "attn/key/kernel": tokens * 4 * 6,
+        "attn/value/kernel": tokens * 4 * 6,
+        "attn/out/kernel": tokens * 6 * 4,
+        "mlp_in/kernel": tokens * 4 * 8,
+        "mlp_out/kernel": tokens * 8 * 4,
+    }
+
+
+def test_scanned_mlp_counts_each_slice_once():
+    apply_fn, params = shapes_of(ScanMLP(), jnp.zeros((1, 6)))
+    rng = np.random.default_rng(0)
+    mask = jax.tree.map(lambda s: rng.random(s.shape) < 0.3, params)
+    report = flops_report(apply_fn, params, jnp.zeros((1, 6)), mask=mask)
+    layers = by_name(report)
+    assert [layer.name for layer in report.layers] == [
+        "inp/kernel",
+        "blocks/Dense_0/kernel",
+        "head/kernel",
+    ]
+    stacked = layers["blocks/Dense_0/kernel"]
+    assert (stacked.flops, stacked.params) == (5 * 8 * 8, 5 * 8 * 8)
+    assert stacked.sparse_flops == int(mask["blocks"]["Dense_0"]["kernel"].sum())
+    assert layers["head/kernel"].sparse_flops == int(mask["head"]["kernel"].sum())
 
 
 # ---------------------------------------------------------------------------------------------

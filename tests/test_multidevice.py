@@ -19,7 +19,17 @@ def test_multidevice_suite_passes_on_8_fake_cpu_devices():
     ).strip()
     env["JAXPRUNE_MULTIDEVICE"] = "1"
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/multidevice"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-o",
+            "addopts=",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/multidevice",
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,

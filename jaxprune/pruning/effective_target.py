@@ -67,7 +67,7 @@ def effective_target_mask(
       mask_fn: ``mask_fn(direct_sparsity) -> mask`` (see the module docstring for the three usual
         forms); masks should be nested in the sparsity.
       target: the effective sparsity to reach, in ``[0, 1]``.
-      apply_fn: ``apply_fn(params, x)`` in the model's linear mode (see ``jp.effective_mask``).
+      apply_fn: ``apply_fn(params, x)``, the model as it is (see ``jp.effective_mask``).
       params: the params pytree.
       sample_input: an input batch for ``apply_fn``.
       prunable: which leaves are prunable.

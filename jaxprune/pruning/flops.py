@@ -29,12 +29,14 @@ shapes: ``output size * kernel entries used per output`` MACs. The operand may r
 through a chain of entry-preserving unary ops (``convert_element_type``, ``reshape``,
 ``transpose``, ``squeeze``, ``rev``, ``copy``) or a ``slice``; which leaf entries it holds is
 tracked exactly (an index array, built only when a slice needs it). Calls into sub-jaxprs
-(``jit``, ``custom_jvp_call``, ``custom_vjp_call``, ``remat``) are followed, and their outputs
-mapped back. In a ``scan`` a leaf passed as a constant counts once per step (``length`` times),
-a leaf passed as ``xs`` once in total (each step uses its own slice); ``cond`` counts its
-costliest branch; a ``while`` body is counted once (its trip count is unknown: a warning says
-so). A leaf used by several products adds them up; layers are listed in forward order of first
-use.
+(``jit``, ``custom_jvp_call``, ``custom_vjp_call``, ``remat`` / ``jax.checkpoint``: the call kinds
+``jp.effective_mask`` follows) are followed, and their outputs mapped back. Nothing depends on a
+model mode: norms, attention (its activation-by-activation products are not counted), embeddings
+(lookups, not products) and ``nn.scan`` stacks work as they are. In a ``scan`` a leaf passed
+as a constant counts once per step (``length`` times), a leaf passed as ``xs`` once in total
+(each step uses its own slice); ``cond`` counts its costliest branch; a ``while`` body is counted
+once (its trip count is unknown: a warning says so). A leaf used by several products adds them
+up; layers are listed in forward order of first use.
 """
 
 from __future__ import annotations
@@ -352,8 +354,10 @@ def flops_report(
     """Counts the conv / dense MACs per example and the parameters of a (masked) model.
 
     Args:
-      apply_fn: ``apply_fn(params, x) -> logits`` (any output pytree). For Linen models with
-        BatchNorm, close over concrete ``batch_stats`` (zeros will do) or use the linear mode.
+      apply_fn: ``apply_fn(params, x) -> logits`` (any output pytree), the model as it is (any
+        Flax / JAX model: norms, attention, ``nn.scan``, ``nn.remat``, ...). For Linen models
+        with BatchNorm, close over concrete ``batch_stats`` (only their shapes matter: zeros will
+        do).
       params: the params pytree; arrays or ``jax.ShapeDtypeStruct`` leaves (only shapes are used).
       sample_input: an input batch (array or ``ShapeDtypeStruct``); its leading axis is the batch
         axis and is traced at size 1, so the result is per example whatever the batch size.
@@ -369,9 +373,10 @@ def flops_report(
 
       from jaxprune.models import get_model
       model, x = get_model("vgg16", 10), jnp.zeros((1, 32, 32, 3))
-      params = jax.eval_shape(model.init, jax.random.key(0), x)["params"]
-      linear = model.clone(linear=True)  # same convs, no BatchNorm: no batch_stats needed
-      report = flops_report(lambda p, x: linear.apply({"params": p}, x), params, x)
+      variables = jax.eval_shape(model.init, jax.random.key(0), x)
+      stats = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), variables["batch_stats"])
+      apply_fn = lambda p, x: model.apply({"params": p, "batch_stats": stats}, x)
+      report = flops_report(apply_fn, variables["params"], x)
       report.total_flops  # 313_201_664 = 313,196,544 conv + 5,120 dense
     """
     if mask is not None:

@@ -2,7 +2,7 @@
 
 A schedule says, for a global step ``t``, which sparsity is the target (``sparsity_at``) and
 whether the masks are recomputed at that step (``should_update``). The TF-MOT convention
-(``../shared/DESIGN.md``)::
+(``docs/DESIGN.md``)::
 
     s(t) = s_f + (s_i - s_f) * (1 - p) ** power,   p = clip((t - begin) / (end - begin), 0, 1)
     update(t) = begin <= t <= end and (t - begin) % frequency == 0

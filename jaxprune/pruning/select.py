@@ -1,6 +1,6 @@
 """Exact mask selection: global (Global MP, with Minimum Threshold), layerwise and random.
 
-Semantics (``../shared/DESIGN.md``):
+Semantics (``docs/DESIGN.md``):
 
 * Sparsity ``s`` is the pruned fraction over the prunable leaves; exactly
   ``n_keep = round((1 - s) * N)`` entries are kept (half rounds up). For a Python/numpy ``s``

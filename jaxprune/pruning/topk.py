@@ -123,24 +123,36 @@ def _sort_masks(leaves, group_of, ks, num_groups):
 # Radix select.
 
 
-def _histogram(keys, group_of, num_groups, bin_of, num_leaves) -> jax.Array:
-    """Scatter-adds every entry into ``num_groups`` histograms of ``_BINS`` bins.
+def _histogram(keys, bin_of) -> tuple[jax.Array, jax.Array]:
+    """Per-leaf histograms of ``_BINS`` bins, filled by scatter-adding every entry.
 
     ``bin_of(i, key)`` gives, per entry of leaf ``i``, its bin in ``[0, _BINS)``, or any value
-    outside it to leave the entry out. NaN keys go to one extra counter per leaf (index
-    ``num_groups * _BINS + i``), so the histogram also tells which leaves hold NaN.
+    outside it to leave the entry out. NaN keys go to one extra counter per leaf.
+
+    Returns:
+      ``(counts, nan)``: int32 ``[num_leaves, _BINS]`` and bool ``[num_leaves]`` (leaf has NaN).
     """
-    total = num_groups * _BINS + num_leaves
+    num_leaves = len(keys)
+    total = num_leaves * _BINS + num_leaves
     hist = jnp.zeros((total,), jnp.int32)
-    for i, (key, g) in enumerate(zip(keys, group_of, strict=True)):
+    for i, key in enumerate(keys):
         # A zero that depends on the histogram so far: XLA then builds one leaf's indices at a
         # time instead of all of them at once (extra memory: the largest leaf, not all leaves).
         b = bin_of(i, key) + jnp.minimum(hist[0], 0)
         nan = (key < _KEY_MIN) | (key > _KEY_MAX)
         inside = (b >= 0) & (b < _BINS)
-        index = jnp.where(nan, num_groups * _BINS + i, jnp.where(inside, g * _BINS + b, total))
+        index = jnp.where(nan, num_leaves * _BINS + i, jnp.where(inside, i * _BINS + b, total))
         hist = hist.at[index].add(1, mode="drop")
-    return hist
+    return hist[: num_leaves * _BINS].reshape(num_leaves, _BINS), hist[num_leaves * _BINS :] > 0
+
+
+def _group_sum(per_leaf: jax.Array, group_of: list[int], num_groups: int) -> jax.Array:
+    """Sums per-leaf rows into per-group rows (static grouping)."""
+    rows = []
+    for g in range(num_groups):
+        members = [i for i, gi in enumerate(group_of) if gi == g]
+        rows.append(per_leaf[np.asarray(members)].sum(0, dtype=jnp.int32))
+    return jnp.stack(rows)
 
 
 def _locate(counts: jax.Array, ks: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -154,18 +166,15 @@ def _locate(counts: jax.Array, ks: jax.Array) -> tuple[jax.Array, jax.Array]:
       ``(bin, above)``: the largest ``b`` with ``count(digit >= b) >= k``, and
       ``count(digit > b)``.
     """
-    at_least = jnp.cumsum(counts[:, ::-1], axis=1, dtype=jnp.int32)[:, ::-1]  # at_least[b] = count(digit >= b)
+    # at_least[b] = count(digit >= b); top = the largest b with at_least[b] >= k.
+    at_least = jnp.cumsum(counts[:, ::-1], axis=1, dtype=jnp.int32)[:, ::-1]
     enough = at_least >= ks[:, None]
-    top = _BINS - 1 - jnp.argmax(enough[:, ::-1], axis=1).astype(jnp.int32)  # largest b with enough[b]
+    top = _BINS - 1 - jnp.argmax(enough[:, ::-1], axis=1).astype(jnp.int32)
     above = (
         jnp.take_along_axis(at_least, top[:, None], axis=1)[:, 0]
         - jnp.take_along_axis(counts, top[:, None], axis=1)[:, 0]
     )
     return top.astype(jnp.uint32), above
-
-
-def _exact_sum(x: jax.Array) -> jax.Array:
-    return jnp.sum(x, dtype=jnp.int32)
 
 
 def _nth_position(tie: jax.Array, n: jax.Array) -> list[jax.Array]:
@@ -197,20 +206,22 @@ def _row_major_at_most(shape: tuple[int, ...], position: list[jax.Array]) -> jax
     return result
 
 
-def _tie_masks(keys, group_of, t, need, partial):
+def _tie_masks(keys, group_of, t, need, ties_per_leaf, partial):
     """Masks where the ``k``-th key ``t`` of a group is shared by more entries than it may keep.
 
     Per group with ``partial``, keeps every entry above ``t`` and the first ``need`` entries equal
-    to ``t`` in (leaf, row-major index) order; other groups keep every entry ``>= t``.
+    to ``t`` in (leaf, row-major index) order; other groups keep every entry ``>= t``. The number
+    of ties in each leaf comes from the histograms; only the one leaf that holds the cut is
+    searched for its position.
     """
     masks, before = [], {}
-    for key, g in zip(keys, group_of, strict=True):
+    for i, (key, g) in enumerate(zip(keys, group_of, strict=True)):
         tie = key == t[g]
-        ties_here = lax.cond(partial[g], lambda tie=tie: _exact_sum(tie), lambda: jnp.int32(0))
+        ties_here = ties_per_leaf[i]
         prior = before.get(g, jnp.int32(0))
-        keep = jnp.clip(need[g] - prior, 0, ties_here)
+        keep = jnp.where(partial[g], jnp.clip(need[g] - prior, 0, ties_here), ties_here)
         before[g] = prior + ties_here
-        cut = partial[g] & (keep > 0) & (keep < ties_here)
+        cut = (keep > 0) & (keep < ties_here)
         some = lax.cond(
             cut,
             lambda tie=tie, keep=keep: (
@@ -218,8 +229,7 @@ def _tie_masks(keys, group_of, t, need, partial):
             ),
             lambda tie=tie, keep=keep: tie & (keep > 0),
         )
-        all_ties = tie & ~partial[g]
-        masks.append((key > t[g]) | all_ties | some)
+        masks.append((key > t[g]) | some)
     return masks
 
 
@@ -243,26 +253,27 @@ def _search_masks(leaves, group_of, ks, num_groups):
         del i
         return (key >> _BITS).astype(jnp.int32)
 
-    hist = _histogram(_keys(leaves), group_of, num_groups, high_bin, len(leaves))
-    nan = hist[num_groups * _BINS :] > 0
-    high, above_high = _locate(hist[: num_groups * _BINS].reshape(num_groups, _BINS), k_eff)
+    per_leaf, nan = _histogram(_keys(leaves), high_bin)
+    high, above_high = _locate(_group_sum(per_leaf, group_of, num_groups), k_eff)
 
     def low_bin(i, key):
         in_bucket = (key >> _BITS) == high[group_of[i]]
         return jnp.where(in_bucket, (key & _LOW_MASK).astype(jnp.int32), -1)
 
-    hist = _histogram(_keys(leaves, high[0]), group_of, num_groups, low_bin, len(leaves))
-    low_counts = hist[: num_groups * _BINS].reshape(num_groups, _BINS)
+    per_leaf, _ = _histogram(_keys(leaves, high[0]), low_bin)
+    low_counts = _group_sum(per_leaf, group_of, num_groups)
     low, above_low = _locate(low_counts, k_eff - above_high)
     t = (high << _BITS) | low  # the k-th largest key of each group
     above = above_high + above_low
     n_equal = jnp.take_along_axis(low_counts, low.astype(jnp.int32)[:, None], axis=1)[:, 0]
     need = k_eff - above  # entries equal to t that are kept, 1 <= need <= n_equal
-    partial = need < n_equal
+    partial = (need < n_equal) & live
+    low_of_leaf = low.astype(jnp.int32)[jnp.asarray(group_of)]
+    ties_per_leaf = jnp.take_along_axis(per_leaf, low_of_leaf[:, None], axis=1)[:, 0]
     # The branches compute the keys themselves: keys passed in as operands would be kept whole.
     masks = lax.cond(
-        jnp.any(partial & live),
-        lambda: _tie_masks(_keys(leaves, low[0]), group_of, t, need, partial & live),
+        jnp.any(partial),
+        lambda: _tie_masks(_keys(leaves, low[0]), group_of, t, need, ties_per_leaf, partial),
         lambda: [key >= t[g] for key, g in zip(_keys(leaves, low[0]), group_of, strict=True)],
     )
     masks = [

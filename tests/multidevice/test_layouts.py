@@ -22,7 +22,7 @@ import jaxprune as jp
 F32 = np.finfo(np.float32)
 ALL = "."  # property-test trees include 1-D leaves: rank every leaf
 SETTINGS = settings(
-    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 
 
@@ -47,10 +47,12 @@ def oracle_global(leaves, sparsity, floor=0):
     sizes = [f.size for f in flats]
     k = n_keep(sparsity, sum(sizes))
     floor_masks = [oracle_top(f, min(floor, f.size)) for f in flats]
-    rest = np.concatenate([np.where(m, -np.inf, f) for m, f in zip(floor_masks, flats)])
+    rest = np.concatenate(
+        [np.where(m, -np.inf, f) for m, f in zip(floor_masks, flats, strict=True)]
+    )
     extra = oracle_top(rest, k - sum(int(m.sum()) for m in floor_masks))
     out, start = [], 0
-    for m, f, x in zip(floor_masks, flats, leaves):
+    for m, f, x in zip(floor_masks, flats, leaves, strict=True):
         out.append((m | extra[start : start + f.size]).reshape(np.shape(x)))
         start += f.size
     return out
@@ -227,3 +229,36 @@ def test_compiled_selection_gathers_no_leaf(mesh_1d):
     # Only per-axis count vectors (tie positions) may be gathered, never a leaf or a leaf's keys.
     assert all(size <= longest_axis for size in gathered), gathered
     assert "all-to-all" not in text
+
+
+# -- the rest of the core on sharded trees -------------------------------------------------------
+
+
+def test_effective_mask_quotas_and_shuffles_do_not_depend_on_layout(mesh_1d):
+    from jaxprune.models import get_model
+    from jaxprune.pruning import sanity
+
+    model = get_model("lenet300", num_classes=10)
+    x = jnp.ones((1, 28, 28, 1))
+    params = model.init(jax.random.key(0), x)["params"]
+    sharded = jax.tree.map(
+        lambda p: jax.device_put(p, NamedSharding(mesh_1d, spec_for(p.shape, 0))), params
+    )
+    quotas = jp.quotas.igq(params, 0.95)
+    assert jp.quotas.igq(sharded, 0.95) == quotas
+    key = jax.random.key(3)
+    single = jp.random_mask(key, params, quotas)
+    placed = jp.random_mask(key, sharded, quotas)
+    assert_same(leaves_of(placed), leaves_of(single))
+
+    def apply_fn(p, inputs):
+        return model.apply({"params": p}, inputs)
+
+    assert_same(
+        leaves_of(jp.effective_mask(apply_fn, sharded, placed, x)),
+        leaves_of(jp.effective_mask(apply_fn, params, single, x)),
+    )
+    assert_same(
+        leaves_of(sanity.shuffle_layerwise(key, placed)),
+        leaves_of(sanity.shuffle_layerwise(key, single)),
+    )
