@@ -132,18 +132,21 @@ def _histogram(keys, bin_of) -> tuple[jax.Array, jax.Array]:
     Returns:
       ``(counts, nan)``: int32 ``[num_leaves, _BINS]`` and bool ``[num_leaves]`` (leaf has NaN).
     """
-    num_leaves = len(keys)
-    total = num_leaves * _BINS + num_leaves
-    hist = jnp.zeros((total,), jnp.int32)
+    rows, nans, previous = [], [], jnp.int32(0)
     for i, key in enumerate(keys):
-        # A zero that depends on the histogram so far: XLA then builds one leaf's indices at a
-        # time instead of all of them at once (extra memory: the largest leaf, not all leaves).
-        b = bin_of(i, key) + jnp.minimum(hist[0], 0)
+        # A zero that depends on the previous leaf's histogram: XLA then builds one leaf's
+        # indices at a time instead of all of them at once (extra memory: one leaf, not all).
+        b = bin_of(i, key) + jnp.minimum(previous, 0)
         nan = (key < _KEY_MIN) | (key > _KEY_MAX)
         inside = (b >= 0) & (b < _BINS)
-        index = jnp.where(nan, num_leaves * _BINS + i, jnp.where(inside, i * _BINS + b, total))
-        hist = hist.at[index].add(1, mode="drop")
-    return hist[: num_leaves * _BINS].reshape(num_leaves, _BINS), hist[num_leaves * _BINS :] > 0
+        # Each leaf fills its own histogram, so a sharded leaf adds up (across devices) only its
+        # own 2**16 + 1 counters; bin _BINS counts NaN, larger indices are dropped.
+        index = jnp.where(nan, _BINS, jnp.where(inside, b, _BINS + 1))
+        hist = jnp.zeros((_BINS + 1,), jnp.int32).at[index].add(1, mode="drop")
+        rows.append(hist[:_BINS])
+        nans.append(hist[_BINS] > 0)
+        previous = hist[0]
+    return jnp.stack(rows), jnp.stack(nans)
 
 
 def _group_sum(per_leaf: jax.Array, group_of: list[int], num_groups: int) -> jax.Array:
