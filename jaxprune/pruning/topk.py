@@ -149,6 +149,34 @@ def _histogram(keys, bin_of) -> tuple[jax.Array, jax.Array]:
     return jnp.stack(rows), jnp.stack(nans)
 
 
+def _group_histogram(keys, group_of, num_groups, bin_of) -> tuple[jax.Array, jax.Array]:
+    """Like ``_histogram``, but the leaves of a group fill one shared histogram.
+
+    Cheaper when only group totals are needed (no per-leaf rows to store and add up). Each leaf
+    still has its own NaN counter, after the group's ``_BINS`` bins.
+
+    Returns:
+      ``(counts, nan)``: int32 ``[num_groups, _BINS]`` and bool ``[num_leaves]``.
+    """
+    members = [[i for i, g in enumerate(group_of) if g == group] for group in range(num_groups)]
+    rows, nan_of = [], {}
+    for group_members in members:
+        size = _BINS + len(group_members)
+        hist = jnp.zeros((size,), jnp.int32)
+        for j, i in enumerate(group_members):
+            key = keys[i]
+            # The zero ties this leaf's indices to the histogram so far (one leaf at a time).
+            b = bin_of(i, key) + jnp.minimum(hist[0], 0)
+            nan = (key < _KEY_MIN) | (key > _KEY_MAX)
+            inside = (b >= 0) & (b < _BINS)
+            index = jnp.where(nan, _BINS + j, jnp.where(inside, b, size))
+            hist = hist.at[index].add(1, mode="drop")
+        rows.append(hist[:_BINS])
+        for j, i in enumerate(group_members):
+            nan_of[i] = hist[_BINS + j] > 0
+    return jnp.stack(rows), jnp.stack([nan_of[i] for i in range(len(keys))])
+
+
 def _group_sum(per_leaf: jax.Array, group_of: list[int], num_groups: int) -> jax.Array:
     """Sums per-leaf rows into per-group rows (static grouping)."""
     rows = []
@@ -256,8 +284,8 @@ def _search_masks(leaves, group_of, ks, num_groups):
         del i
         return (key >> _BITS).astype(jnp.int32)
 
-    per_leaf, nan = _histogram(_keys(leaves), high_bin)
-    high, above_high = _locate(_group_sum(per_leaf, group_of, num_groups), k_eff)
+    high_counts, nan = _group_histogram(_keys(leaves), group_of, num_groups, high_bin)
+    high, above_high = _locate(high_counts, k_eff)
 
     def low_bin(i, key):
         in_bucket = (key >> _BITS) == high[group_of[i]]
