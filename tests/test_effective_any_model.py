@@ -325,28 +325,30 @@ def scan_kernels(mask, depth):
 SCAN_NAMES = ["inp/kernel", "blocks/Dense_0/kernel", "head/kernel"]
 
 
+def scan_effective(model, x, mask):
+    """``effective_mask`` of a scanned MLP and its graph-walk oracle (effective kernel entries)."""
+    emask = effective_mask(apply_of(model), init(model, x)["params"], mask, x)
+    return emask, chain_oracle(scan_kernels(mask, model.depth), x.shape[-1])
+
+
 @pytest.mark.parametrize("norm", [False, True])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_small_scan_mlp_equals_graph_walk(norm, seed):
     model = ScanMLP(width=8, depth=5, n_out=3, norm=norm)
     x = jnp.ones((1, 6))
-    params = init(model, x)["params"]
-    mask = random_masks(params, 0.2, seed)
-    emask = effective_mask(apply_of(model), params, mask, x)
-    effective = chain_oracle(scan_kernels(mask, 5), 6)
+    mask = random_masks(init(model, x)["params"], 0.2, seed)
+    emask, effective = scan_effective(model, x, mask)
     assert len(effective) < kept(mask)
     assert_matches(emask, mask, effective, SCAN_NAMES)
 
 
 def test_deep_scan_mlp_reported_case():
-    """Reported: depth 60, width 64 (32 -> 64 ... 64 -> 10), 50%: 0 effective; true ~124,224."""
+    """Reported: depth 60, width 64 (32 -> 64 ... 64 -> 10), 50% kept (124,224): 0 effective."""
     model = ScanMLP(width=64, depth=60, n_out=10)
     x = jnp.ones((1, 32))
-    params = init(model, x)["params"]
-    mask = exact_masks(params, 0.5, 0)
+    mask = exact_masks(init(model, x)["params"], 0.5, 0)
     assert kept(mask) == 124_224
-    emask = effective_mask(apply_of(model), params, mask, x)
-    effective = chain_oracle(scan_kernels(mask, 60), 32)
+    emask, effective = scan_effective(model, x, mask)
     assert len(effective) > 120_000
     assert kept(emask) == len(effective)
     assert_matches(emask, mask, effective, SCAN_NAMES)
@@ -355,11 +357,9 @@ def test_deep_scan_mlp_reported_case():
 def test_deep_scan_mlp_with_a_cut_layer():
     model = ScanMLP(width=16, depth=40, n_out=4)
     x = jnp.ones((1, 8))
-    params = init(model, x)["params"]
-    mask = random_masks(params, 0.3, 3)
+    mask = random_masks(init(model, x)["params"], 0.3, 3)
     mask["blocks"]["Dense_0"]["kernel"][25, :, :12] = False  # only 4 units pass layer 25
-    emask = effective_mask(apply_of(model), params, mask, x)
-    effective = chain_oracle(scan_kernels(mask, 40), 8)
+    emask, effective = scan_effective(model, x, mask)
     assert len(effective) < kept(mask)
     assert_matches(emask, mask, effective, SCAN_NAMES)
 

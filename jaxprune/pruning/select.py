@@ -66,6 +66,10 @@ def n_keep_for(sparsity: float, total: int) -> int:
     return math.floor(exact + Fraction(1, 2))
 
 
+def _is_real_dtype(dtype: Any) -> bool:
+    return np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)
+
+
 def check_sparsity_type(sparsity: Any, field: str = "sparsity") -> None:
     """Raises ``TypeError`` naming ``field`` unless ``sparsity`` is a real scalar or traced value.
 
@@ -81,9 +85,7 @@ def check_sparsity_type(sparsity: Any, field: str = "sparsity") -> None:
         return
     if isinstance(sparsity, np.ndarray | np.generic | jax.Array):
         dtype = np.dtype(sparsity.dtype)
-        if np.ndim(sparsity) == 0 and (
-            np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)
-        ):
+        if np.ndim(sparsity) == 0 and _is_real_dtype(dtype):
             return
         raise TypeError(
             f"{field} must be a real scalar in [0, 1], got an array of shape "
@@ -165,9 +167,7 @@ def _prunable_leaves(scores: PyTree, prunable: Prunable, what: str = "scores"):
             dtype = np.dtype(getattr(leaf, "dtype", None) or np.result_type(leaf))
         except TypeError:
             dtype = None
-        if dtype is None or not (
-            np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)
-        ):
+        if dtype is None or not _is_real_dtype(dtype):
             raise ValueError(
                 f"{what}[{name!r}] must be an array of real numbers, got "
                 f"{type(leaf).__name__} with dtype {dtype}"
@@ -226,7 +226,7 @@ def _check_no_sentinel(leaves: list[jax.Array]) -> None:
 def _like(mask: jax.Array, leaf: Any) -> jax.Array:
     """Places a concrete mask with the sharding of its (concrete) leaf; traced values pass."""
     sharding = getattr(leaf, "sharding", None)
-    if isinstance(leaf, jax.core.Tracer) or isinstance(mask, jax.core.Tracer) or sharding is None:
+    if _is_traced(leaf) or _is_traced(mask) or sharding is None:
         return mask
     if getattr(mask, "sharding", None) == sharding:
         return mask

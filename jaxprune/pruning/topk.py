@@ -123,54 +123,33 @@ def _sort_masks(leaves, group_of, ks, num_groups):
 # Radix select.
 
 
-def _histogram(keys, bin_of) -> tuple[jax.Array, jax.Array]:
-    """Per-leaf histograms of ``_BINS`` bins, filled by scatter-adding every entry.
+def _histogram(keys, group_of, num_groups, bin_of) -> tuple[jax.Array, jax.Array]:
+    """Histograms of ``_BINS`` bins, one per group, filled by scatter-adding every entry.
 
     ``bin_of(i, key)`` gives, per entry of leaf ``i``, its bin in ``[0, _BINS)``, or any value
-    outside it to leave the entry out. NaN keys go to one extra counter per leaf.
+    outside it to leave the entry out. The leaves of a group fill one shared histogram (pass one
+    needs only group totals); with one group per leaf it gives per-leaf rows (pass two's tie
+    counts). Each group is its own array, so a sharded leaf adds up across devices only its
+    group's counters. Each leaf has its own NaN counter, after the group's ``_BINS`` bins.
 
     Returns:
-      ``(counts, nan)``: int32 ``[num_leaves, _BINS]`` and bool ``[num_leaves]`` (leaf has NaN).
-    """
-    rows, nans, previous = [], [], jnp.int32(0)
-    for i, key in enumerate(keys):
-        # A zero that depends on the previous leaf's histogram: XLA then builds one leaf's
-        # indices at a time instead of all of them at once (extra memory: one leaf, not all).
-        b = bin_of(i, key) + jnp.minimum(previous, 0)
-        nan = (key < _KEY_MIN) | (key > _KEY_MAX)
-        inside = (b >= 0) & (b < _BINS)
-        # Each leaf fills its own histogram, so a sharded leaf adds up (across devices) only its
-        # own 2**16 + 1 counters; bin _BINS counts NaN, larger indices are dropped.
-        index = jnp.where(nan, _BINS, jnp.where(inside, b, _BINS + 1))
-        hist = jnp.zeros((_BINS + 1,), jnp.int32).at[index].add(1, mode="drop")
-        rows.append(hist[:_BINS])
-        nans.append(hist[_BINS] > 0)
-        previous = hist[0]
-    return jnp.stack(rows), jnp.stack(nans)
-
-
-def _group_histogram(keys, group_of, num_groups, bin_of) -> tuple[jax.Array, jax.Array]:
-    """Like ``_histogram``, but the leaves of a group fill one shared histogram.
-
-    Cheaper when only group totals are needed (no per-leaf rows to store and add up). Each leaf
-    still has its own NaN counter, after the group's ``_BINS`` bins.
-
-    Returns:
-      ``(counts, nan)``: int32 ``[num_groups, _BINS]`` and bool ``[num_leaves]``.
+      ``(counts, nan)``: int32 ``[num_groups, _BINS]`` and bool ``[num_leaves]`` (leaf has NaN).
     """
     members = [[i for i, g in enumerate(group_of) if g == group] for group in range(num_groups)]
-    rows, nan_of = [], {}
+    rows, nan_of, previous = [], {}, jnp.int32(0)
     for group_members in members:
         size = _BINS + len(group_members)
         hist = jnp.zeros((size,), jnp.int32)
         for j, i in enumerate(group_members):
             key = keys[i]
-            # The zero ties this leaf's indices to the histogram so far (one leaf at a time).
-            b = bin_of(i, key) + jnp.minimum(hist[0], 0)
+            # A zero that depends on the histogram filled last: XLA then builds one leaf's
+            # indices at a time instead of all of them at once (extra memory: one leaf).
+            b = bin_of(i, key) + jnp.minimum(previous, 0)
             nan = (key < _KEY_MIN) | (key > _KEY_MAX)
             inside = (b >= 0) & (b < _BINS)
             index = jnp.where(nan, _BINS + j, jnp.where(inside, b, size))
             hist = hist.at[index].add(1, mode="drop")
+            previous = hist[0]
         rows.append(hist[:_BINS])
         for j, i in enumerate(group_members):
             nan_of[i] = hist[_BINS + j] > 0
@@ -284,14 +263,15 @@ def _search_masks(leaves, group_of, ks, num_groups):
         del i
         return (key >> _BITS).astype(jnp.int32)
 
-    high_counts, nan = _group_histogram(_keys(leaves), group_of, num_groups, high_bin)
+    high_counts, nan = _histogram(_keys(leaves), group_of, num_groups, high_bin)
     high, above_high = _locate(high_counts, k_eff)
 
     def low_bin(i, key):
         in_bucket = (key >> _BITS) == high[group_of[i]]
         return jnp.where(in_bucket, (key & _LOW_MASK).astype(jnp.int32), -1)
 
-    per_leaf, _ = _histogram(_keys(leaves, high[0]), low_bin)
+    num_leaves = len(leaves)
+    per_leaf, _ = _histogram(_keys(leaves, high[0]), list(range(num_leaves)), num_leaves, low_bin)
     low_counts = _group_sum(per_leaf, group_of, num_groups)
     low, above_low = _locate(low_counts, k_eff - above_high)
     t = (high << _BITS) | low  # the k-th largest key of each group
