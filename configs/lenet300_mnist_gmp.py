@@ -12,7 +12,7 @@ weights kept) with Global MP + MT (every layer keeps at least 0.2% of all prunab
 `--config configs/lenet300_mnist_gmp.py:smoke` shrinks it to a few seconds (tests).
 """
 
-from configs import default
+from jaxprune.configs import default
 
 
 def get_config(arg=None):

@@ -18,7 +18,7 @@ dense warm-up (step 936), 97.26% at the end of the window (step 5,616), 97.86% a
 `--config configs/lenet300_mnist_gradual.py:smoke` shrinks it to a few seconds (tests).
 """
 
-from configs import default
+from jaxprune.configs import default
 
 
 def get_config(arg=None):

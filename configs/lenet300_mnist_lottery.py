@@ -18,7 +18,7 @@ Expected (measured on a shared 2-core CPU, about 85 s): kept counts 266,200 / 21
 `--config configs/lenet300_mnist_lottery.py:smoke` shrinks it to a few seconds (tests).
 """
 
-from configs import default
+from jaxprune.configs import default
 
 
 def get_config(arg=None):

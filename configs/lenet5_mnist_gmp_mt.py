@@ -9,7 +9,7 @@ weights (MT; 430 weights, which keeps the 500-weight first conv alive), fine-tun
 `--config configs/lenet5_mnist_gmp_mt.py:smoke` shrinks it to seconds (tests).
 """
 
-from configs import default
+from jaxprune.configs import default
 
 
 def get_config(arg=None):

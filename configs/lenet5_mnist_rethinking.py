@@ -18,13 +18,13 @@ Expected (CPU, ~1 minute per run at the default 3 epochs): dense ~98.9%; all thr
 a few tenths of a percent of each other (see ``experiments/rethinking.py`` for the table).
 """
 
-from configs import _recipes, default
+from jaxprune.configs import default, recipes
 
 VARIANTS = ("l1_filter", "magnitude")
 
 
 def get_config(arg=None):
-    variant, smoke = _recipes.parse_arg(arg, VARIANTS, default="l1_filter")
+    variant, smoke = recipes.parse_arg(arg, VARIANTS, default="l1_filter")
 
     config = default.get_config()
     config.flow = "prune_finetune"

@@ -16,29 +16,16 @@ Expected (CPU, ~1 minute per run at 2 epochs, 98% sparsity): every method lands 
 accuracy, and the layerwise-shuffled and random-label masks do as well as the original ones.
 """
 
-from configs import _recipes, default
+from jaxprune.configs import default, recipes
 
-METHODS = {
-    "snip": ("snip", "global"),
-    "grasp": ("grasp", "global"),
-    "synflow": ("synflow", "global"),
-    "magnitude": ("magnitude", "global"),
-    "random_ticket": ("random", "layerwise"),
-    "hybrid_ticket": ("magnitude", "layerwise"),
-}
-
-
-def apply_method(config, method):
-    """Sets ``pruning.score`` / ``selection`` / ``quota`` for one of ``METHODS``."""
-    if method not in METHODS:
-        raise ValueError(f"unknown pruning method {method!r}; known: {sorted(METHODS)}")
-    config.pruning.score, config.pruning.selection = METHODS[method]
-    config.pruning.quota = "smart_ratio" if config.pruning.selection == "layerwise" else "uniform"
-    return config
+# The methods and how they set the pruning fields (shared with the CIFAR sanity configs); the
+# names stay importable from here for experiments/sanity_checks.py.
+METHODS = recipes.SANITY_METHODS
+apply_method = recipes.apply_sanity_method
 
 
 def get_config(arg=None):
-    method, smoke = _recipes.parse_arg(arg, tuple(METHODS), default="snip")
+    method, smoke = recipes.parse_arg(arg, tuple(METHODS), default="snip")
 
     config = default.get_config()
     config.flow = "prune_at_init"

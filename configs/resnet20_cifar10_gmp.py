@@ -12,7 +12,7 @@ fine-tuning ~89-90%.
 `:smoke` runs a quarter-width ResNet-20 on a small synthetic CIFAR-shaped set in seconds.
 """
 
-from configs import _recipes, default
+from jaxprune.configs import default, recipes
 
 
 def get_config(arg=None):
@@ -48,4 +48,4 @@ def get_config(arg=None):
 
 
 def _smoke(config):
-    _recipes.cifar_smoke(config, width=0.25)
+    recipes.cifar_smoke(config, width=0.25)

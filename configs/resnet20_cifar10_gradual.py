@@ -19,7 +19,7 @@ test accuracy, about the same as or slightly above train-prune-fine-tune
 `:smoke` runs a quarter-width ResNet-20 on a small synthetic CIFAR-shaped set in seconds.
 """
 
-from configs import _recipes, default
+from jaxprune.configs import default, recipes
 
 
 def get_config(arg=None):
@@ -59,7 +59,7 @@ def get_config(arg=None):
 
 
 def _smoke(config):
-    _recipes.cifar_smoke(config, width=0.25)
+    recipes.cifar_smoke(config, width=0.25)
     config.pruning.schedule.begin_step = 2
     config.pruning.schedule.end_step = 8
     config.pruning.schedule.frequency = 2

@@ -16,25 +16,24 @@ random tickets ~91.6%; shuffled / random-label variants within noise of the orig
 Arguments (comma-separated): the method (as in ``configs/lenet5_mnist_sanity.py``), ``smoke``.
 """
 
-from configs import _recipes, default
-from configs.lenet5_mnist_sanity import METHODS, apply_method
+from jaxprune.configs import default, recipes
 
 
 def get_config(arg=None):
-    method, smoke = _recipes.parse_arg(arg, tuple(METHODS), default="snip")
+    method, smoke = recipes.parse_arg(arg, tuple(recipes.SANITY_METHODS), default="snip")
     config = default.get_config()
     config.flow = "prune_at_init"
     config.model.name = "resnet32"
     config.model.width = 2.0
     config.dataset.name = "cifar10"
-    _recipes.cifar_sgd(config)
+    recipes.cifar_sgd(config)
 
-    apply_method(config, method)
+    recipes.apply_sanity_method(config, method)
     config.pruning.sparsity = 0.95
     config.pruning.score_batch_size = 100
 
     if smoke:
         config.model.name = "resnet20"
-        _recipes.cifar_smoke(config, width=0.5)
+        recipes.cifar_smoke(config, width=0.5)
         config.pruning.sparsity = 0.9
     return config

@@ -31,7 +31,7 @@ Arguments (comma-separated): ``A`` or ``B``, and ``smoke`` (a width-1/2 ResNet-2
 synthetic CIFAR-shaped set, seconds).
 """
 
-from configs import _recipes, default
+from jaxprune.configs import default, recipes
 
 SKIP = {
     "A": (r"^BasicBlock_(7|9|18|26)/",),
@@ -48,14 +48,14 @@ RATIOS = {
 
 
 def get_config(arg=None):
-    variant, smoke = _recipes.parse_arg(arg, tuple(SKIP), default="A")
+    variant, smoke = recipes.parse_arg(arg, tuple(SKIP), default="A")
 
     config = default.get_config()
     config.flow = "prune_finetune"
     config.model.name = "resnet56"
     config.dataset.name = "cifar10"
 
-    _recipes.cifar_sgd(config)
+    recipes.cifar_sgd(config)
 
     config.structured.method = "l1_filter"
     config.structured.ratio = 0.1
@@ -69,5 +69,5 @@ def get_config(arg=None):
 
     if smoke:
         config.model.name = "resnet20"
-        _recipes.cifar_smoke(config, width=0.5)
+        recipes.cifar_smoke(config, width=0.5)
     return config

@@ -12,7 +12,7 @@ fine-tuning ~93%.
 `:smoke` runs a 1/8-width VGG-16 on a small synthetic CIFAR-shaped set in seconds.
 """
 
-from configs import _recipes, default
+from jaxprune.configs import default, recipes
 
 
 def get_config(arg=None):
@@ -41,7 +41,7 @@ def get_config(arg=None):
     config.finetune.lr_schedule = "cosine"
 
     if arg == "smoke":
-        _recipes.cifar_smoke(config)
+        recipes.cifar_smoke(config)
     elif arg:
         raise ValueError(f"unknown config argument {arg!r}; use 'smoke' or nothing")
     return config

@@ -16,17 +16,17 @@ Expected (Liu et al.'s numbers for this recipe; not measured here): dense ~93.6%
 `:smoke` runs a 1/8-width VGG-16 on a small synthetic CIFAR-shaped set in seconds.
 """
 
-from configs import _recipes, default
+from jaxprune.configs import default, recipes
 
 
 def get_config(arg=None):
-    _, smoke = _recipes.parse_arg(arg)
+    _, smoke = recipes.parse_arg(arg)
     config = default.get_config()
     config.flow = "prune_finetune"
     config.model.name = "vgg16"
     config.dataset.name = "cifar10"
 
-    _recipes.cifar_sgd(config)  # Liu et al.: 160 epochs, batch 64, 0.1 step-decayed, wd 1e-4
+    recipes.cifar_sgd(config)  # Liu et al.: 160 epochs, batch 64, 0.1 step-decayed, wd 1e-4
 
     config.structured.method = "l1_filter"
     config.structured.ratio = 0.5
@@ -40,5 +40,5 @@ def get_config(arg=None):
     config.finetune.lr_schedule = "constant"
 
     if smoke:
-        _recipes.cifar_smoke(config)
+        recipes.cifar_smoke(config)
     return config

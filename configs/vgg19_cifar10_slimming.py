@@ -16,17 +16,17 @@ Scratch-E ~93.3%, Scratch-B ~93.8%, with ~51% fewer FLOPs and ~89% fewer paramet
 `:smoke` runs a 1/8-width VGG-19 on a small synthetic CIFAR-shaped set in seconds.
 """
 
-from configs import _recipes, default
+from jaxprune.configs import default, recipes
 
 
 def get_config(arg=None):
-    _, smoke = _recipes.parse_arg(arg)
+    _, smoke = recipes.parse_arg(arg)
     config = default.get_config()
     config.flow = "prune_finetune"
     config.model.name = "vgg19"
     config.dataset.name = "cifar10"
 
-    _recipes.cifar_sgd(config)  # Liu et al.: 160 epochs, batch 64, 0.1 step-decayed, wd 1e-4
+    recipes.cifar_sgd(config)  # Liu et al.: 160 epochs, batch 64, 0.1 step-decayed, wd 1e-4
 
     config.structured.method = "slimming"
     config.structured.ratio = 0.7
@@ -37,6 +37,6 @@ def get_config(arg=None):
     config.finetune.lr_schedule = "step"
 
     if smoke:
-        _recipes.cifar_smoke(config)
+        recipes.cifar_smoke(config)
         config.finetune.learning_rate = 0.05
     return config

@@ -227,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for seed in range(args.seeds):
             tag = f"{args.model}_s{sparsity:g}_steps{steps}_seed{seed}"
             config = large_sparse_config(base, sparsity, steps, seed, args.smoke)
-            summary = train_and_evaluate(config, args.out / "runs" / f"large_sparse_{tag}")
+            summary = train_and_evaluate(config, args.out / "runs" / f"large_sparse_{tag}").summary
             kept = int(summary["sparsity"]["kept"])
             rows.append(
                 {
@@ -242,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             )
             width = matching_width(args.model, NUM_CLASSES, MNIST_INPUT_SHAPE, kept)
             config = small_dense_config(base, width, steps, seed, args.smoke)
-            summary = train_and_evaluate(config, args.out / "runs" / f"small_dense_{tag}")
+            summary = train_and_evaluate(config, args.out / "runs" / f"small_dense_{tag}").summary
             rows.append(
                 {
                     "model": args.model,

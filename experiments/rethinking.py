@@ -208,7 +208,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 config = run_config(args.setting, pruning, flow, seed, args.smoke, args.epochs)
                 if args.data_dir:
                     config.dataset.data_dir = args.data_dir
-                summary = train_and_evaluate(config, out / "runs" / f"{pruning}_{flow}_seed{seed}")
+                summary = train_and_evaluate(
+                    config, out / "runs" / f"{pruning}_{flow}_seed{seed}"
+                ).summary
                 rows.append(_row(args.setting, pruning, flow, seed, summary))
     write_csv(out / "rethinking.csv", CSV_COLUMNS, rows)
     table = format_table(rows)

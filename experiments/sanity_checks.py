@@ -236,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             for variant in variants:
                 config = variant_config(base, args.method, variant, sparsity, seed)
                 tag = f"{args.method}_{variant}_s{sparsity:g}_seed{seed}"
-                summary = train_and_evaluate(config, out / "runs" / tag)
+                summary = train_and_evaluate(config, out / "runs" / tag).summary
                 rows.append(
                     {
                         "setting": args.setting,

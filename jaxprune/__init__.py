@@ -6,9 +6,20 @@ The public API (names fixed by ``docs/DESIGN.md``)::
     mask = jp.global_mask(jp.scores.magnitude(params), 0.9, min_keep={"fraction_of_total": 1e-4})
     params = jp.apply_mask(params, mask)
     print(jp.sparsity_report(params, mask))
+
+    tx = jp.masked(optax.adam(1e-3), mask)       # masks as an optax transformation
+    result = jp.train_and_evaluate(config, "runs/x")   # the training engine (configs/)
+    result = jp.load_run("runs/x")               # a finished or interrupted run, from its files
+    jp.evaluate(apply_fn, variables, dataset)    # test loss / accuracy of any Flax model
+
+The training-side names are imported on first use, so ``import jaxprune`` stays light.
 """
 
+import importlib
+from typing import Any
+
 from jaxprune import pruning
+from jaxprune.masking import MaskedState, masked, masks_of, set_masks
 from jaxprune.pruning import quotas, schedules, scores
 from jaxprune.pruning.effective import effective_mask
 from jaxprune.pruning.effective_target import EffectiveTargetResult, effective_target_mask
@@ -24,18 +35,42 @@ from jaxprune.pruning.select import (
 from jaxprune.pruning.stats import SparsityReport, sparsity_report
 from jaxprune.pruning.tree import describe, layer_names, prunable_names
 
+# Training-side public names, imported lazily (module, attribute).
+_LAZY = {
+    "train_and_evaluate": ("jaxprune.training.runner", "train_and_evaluate"),
+    "load_run": ("jaxprune.training.result", "load_run"),
+    "RunResult": ("jaxprune.training.result", "RunResult"),
+    "evaluate": ("jaxprune.training.evaluation", "evaluate_params"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module, attribute = _LAZY[name]
+        value = getattr(importlib.import_module(module), attribute)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'jaxprune' has no attribute {name!r}")
+
+
 __all__ = [
     "EffectiveTargetResult",
+    "MaskedState",
+    "RunResult",
     "SparsityReport",
     "apply_mask",
     "describe",
     "effective_mask",
     "effective_target_mask",
+    "evaluate",
     "flops_report",
     "global_mask",
     "layer_names",
     "layer_order",
     "layerwise_mask",
+    "load_run",
+    "masked",
+    "masks_of",
     "n_keep_for",
     "prunable_names",
     "pruning",
@@ -43,5 +78,7 @@ __all__ = [
     "random_mask",
     "schedules",
     "scores",
+    "set_masks",
     "sparsity_report",
+    "train_and_evaluate",
 ]

@@ -8,7 +8,7 @@ from pathlib import Path
 import ml_collections
 import pytest
 
-from configs import default
+from jaxprune.configs import default
 from jaxprune.training import validate_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,7 +63,7 @@ def test_experiment_configs_document_command_and_smoke(name):
 
 
 def test_every_default_field_has_a_comment():
-    lines = (REPO / "configs" / "default.py").read_text().splitlines()
+    lines = Path(default.__file__).read_text().splitlines()  # jaxprune/configs/default.py
     assignment = re.compile(r"^\s+config(\.\w+)+ = (?!ml_collections\.ConfigDict\(\))")
     fields = 0
     for i, line in enumerate(lines):

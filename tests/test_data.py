@@ -1,6 +1,9 @@
 """Tests for jaxprune.data: embedded MNIST, TFDS sources (mocked), synthetic data, batching."""
 
+import gc
+import hashlib
 import shutil
+import threading
 import time
 
 import numpy as np
@@ -11,6 +14,7 @@ from hypothesis import strategies as st
 
 import jaxprune.data as jd
 from jaxprune.data import augment, mnist_embedded, synthetic, tfds_source
+from jaxprune.data import prefetch as prefetch_lib
 from jaxprune.data.dataset import ArrayDataset, batch_indices, epoch_permutation
 
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -451,3 +455,202 @@ def test_synthetic_is_learnable():
     predictions = np.argmin(((xt[:, None] - centroids[None]) ** 2).sum(-1), axis=1)
     accuracy = float(np.mean(predictions == test_labels))
     assert accuracy > 0.5  # chance is 0.1
+
+
+# --------------------------------------------------------------------------- batch bits, prefetch
+
+
+def _digest(*arrays):
+    return hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays)).hexdigest()
+
+
+# Batches of the implementation before the faster normalisation (a pure function of seed, step).
+GOLDEN_MNIST_BATCHES = {
+    0: "2dd3299ab3fef7b994f3bf4dbe60cfc99d3450ee137ab8789b408bfaf8dccfef",
+    467: "513e309f1fb09936d992b21912c679e4efcb1de0164971609b9102eddd56fb66",
+    468: "5dce389c1e8834d9a44f7ed754848d66b73fabc8ef6b462d7a3a937513334968",
+    1871: "07304dece858ddf69a0a0c6eeb741a92be5818d6ccd773e6c4005d35cbf629ff",
+}
+
+
+def test_batches_are_bit_identical_to_the_reference(mnist):
+    for step, digest in GOLDEN_MNIST_BATCHES.items():
+        batch = mnist.train_batch(128, 0, step)
+        assert _digest(batch["image"], batch["label"]) == digest, step
+    last = list(mnist.eval_batches(128))[-1]
+    assert _digest(last["image"], last["label"], last["weight"]) == (
+        "f402fc725c847a3cd854e2718196e84cfe9a1a05ab8a8453351e22d414d8d185"
+    )
+    ds = jd.get_dataset("synthetic", shape_like="cifar10", num_train=256, num_test=64, augment=True)
+    batch = ds.train_batch(32, 3, 9)
+    assert _digest(batch["image"], batch["label"]) == (
+        "982812fb19e1abec0b28cb658966904af3cc607d66d996cd2e4918f31a179d32"
+    )
+
+
+def _reference_normalize(images, mean, std):
+    mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    return (images.astype(np.float32) * np.float32(1.0 / 255.0) - mean) / std
+
+
+@pytest.mark.parametrize(
+    "stats",
+    [
+        augment.MNIST_STATS,
+        augment.FASHION_MNIST_STATS,
+        augment.CIFAR10_STATS,
+        augment.CIFAR100_STATS,
+        augment.IMAGENET_STATS,
+    ],
+)
+def test_normalize_is_bit_identical_to_the_formula_for_every_pixel_value(stats):
+    channels = len(stats[0])
+    # Every uint8 value in every channel: normalisation is elementwise, so this is exhaustive.
+    values = np.broadcast_to(
+        np.arange(256, dtype=np.uint8)[:, None, None, None], (256, 2, 3, channels)
+    ).copy()
+    for images in (values, values.astype(np.float32), values[:, ::-1], values[:0]):
+        got = augment.normalize(images, *stats)
+        want = _reference_normalize(images, *stats)
+        assert got.dtype == np.float32 and got.shape == want.shape
+        np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
+    before = values.copy()
+    augment.normalize(values, *stats)
+    np.testing.assert_array_equal(values, before)  # the input is never written
+
+
+def test_normalize_odd_shapes_match_the_formula():
+    rng = np.random.default_rng(0)
+    cases = [((3, 4), (0.5,), (0.25,)), ((6,), 0.5, 0.25), ((2, 4, 4, 3), (0.1,), (0.3,))]
+    cases.append(((2, 3, 3), *augment.CIFAR10_STATS))
+    for shape, mean, std in cases:
+        images = rng.integers(0, 256, shape).astype(np.uint8)
+        got, want = augment.normalize(images, mean, std), _reference_normalize(images, mean, std)
+        np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
+
+
+def _prefetch_threads():
+    return [t for t in threading.enumerate() if t.name == "jaxprune-prefetch"]
+
+
+def test_prefetch_yields_the_same_items_in_order(mnist):
+    batches = prefetch_lib.prefetch(mnist.train_batches(64, seed=3, start_step=5), size=3, limit=6)
+    got = list(batches)
+    assert len(got) == 6 and not batches.alive
+    for i, batch in enumerate(got):
+        want = mnist.train_batch(64, 3, 5 + i)
+        np.testing.assert_array_equal(batch["image"].view(np.int32), want["image"].view(np.int32))
+        np.testing.assert_array_equal(batch["label"], want["label"])
+    with pytest.raises(StopIteration):
+        next(batches)
+
+
+def test_prefetch_applies_put_on_its_thread():
+    threads = []
+
+    def put(x):
+        threads.append(threading.current_thread().name)
+        return x * 10
+
+    assert list(prefetch_lib.prefetch(iter(range(5)), put=put)) == [0, 10, 20, 30, 40]
+    assert set(threads) == {"jaxprune-prefetch"}
+
+
+def test_prefetch_propagates_errors_in_order():
+    def source():
+        yield 1
+        yield 2
+        raise KeyError("broken source")
+
+    batches = prefetch_lib.prefetch(source())
+    assert next(batches) == 1 and next(batches) == 2
+    with pytest.raises(KeyError, match="broken source"):
+        next(batches)
+    with pytest.raises(StopIteration):
+        next(batches)
+    assert not batches.alive
+
+    def bad_put(x):
+        if x == 2:
+            raise ValueError("cannot place 2")
+        return x
+
+    batches = prefetch_lib.prefetch(iter(range(10)), put=bad_put)
+    assert [next(batches), next(batches)] == [0, 1]
+    with pytest.raises(ValueError, match="cannot place 2"):
+        next(batches)
+
+
+def test_prefetch_close_stops_an_infinite_source_and_closes_it():
+    closed = threading.Event()
+    produced = []
+
+    def endless():
+        try:
+            i = 0
+            while True:
+                produced.append(i)
+                yield i
+                i += 1
+        finally:
+            closed.set()
+
+    batches = prefetch_lib.prefetch(endless(), size=2)
+    assert [next(batches) for _ in range(3)] == [0, 1, 2]
+    batches.close()
+    assert not batches.alive and closed.is_set()
+    assert len(produced) <= 3 + 2 + 1  # at most `size` items (and one in hand) made ahead
+    with pytest.raises(StopIteration):
+        next(batches)
+    batches.close()  # idempotent
+    with prefetch_lib.prefetch(endless()) as batches:
+        next(batches)
+    assert not batches.alive
+    assert not _prefetch_threads()
+
+
+def test_prefetch_limit_and_bad_arguments():
+    taken = []
+
+    def counting():
+        for i in range(100):
+            taken.append(i)
+            yield i
+
+    assert list(prefetch_lib.prefetch(counting(), limit=4)) == [0, 1, 2, 3]
+    assert taken == [0, 1, 2, 3]
+    assert list(prefetch_lib.prefetch(iter(range(3)), limit=0)) == []
+    with pytest.raises(ValueError, match="size"):
+        prefetch_lib.prefetch(iter([]), size=0)
+    with pytest.raises(ValueError, match="limit"):
+        prefetch_lib.prefetch(iter([]), limit=-1)
+
+
+def test_prefetch_abandoned_without_close_leaves_no_thread():
+    batches = prefetch_lib.prefetch(iter(range(1000)), size=1)
+    next(batches)
+    del batches
+    gc.collect()
+    deadline = time.time() + 5
+    while _prefetch_threads() and time.time() < deadline:
+        time.sleep(0.05)
+    assert not _prefetch_threads()
+
+
+def test_prefetch_device_put_keeps_bits(mnist):
+    import jax
+
+    from jaxprune.training import sharding
+
+    mesh = sharding.make_mesh()
+    batches = prefetch_lib.prefetch(
+        mnist.train_batches(128, seed=0, start_step=467),
+        put=lambda b: sharding.shard_batch(b, mesh),
+        limit=2,
+    )
+    got = list(batches)
+    assert len(got) == 2
+    for step, batch in enumerate(got):
+        assert isinstance(batch["image"], jax.Array)
+        host = jax.device_get(batch)
+        assert _digest(host["image"], host["label"]) == GOLDEN_MNIST_BATCHES[467 + step]

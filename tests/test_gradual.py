@@ -12,8 +12,9 @@ import orbax.checkpoint as ocp
 import pytest
 
 import jaxprune as jp
-from configs import default, lenet300_mnist_gradual
+from configs import lenet300_mnist_gradual
 from jaxprune import training
+from jaxprune.configs import default
 from jaxprune.pruning import schedules
 from jaxprune.training import config_check, prune, steps
 from jaxprune.training import state as state_lib
@@ -104,7 +105,7 @@ def test_global_gradual_follows_schedule_compiles_once_and_zeroes_momentum(tx_na
         assert int(metrics["kept"]) == kept + 24 + 16 + 3
         for name, mask in masks.items():
             assert np.all(params[name][~mask] == 0), (t, name)
-        trees = _momentum_leaves(state.opt_state, state.params)
+        trees = _momentum_leaves(state.opt_state.inner_state, state.params)
         assert len(trees) == (2 if tx_name == "adam" else 1)
         for tree in trees:
             for name, values in _kernels(tree).items():
@@ -176,7 +177,7 @@ def gradual_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("gradual")
     config = lenet300_mnist_gradual.get_config("smoke")
     config_check.validate_config(config)
-    return workdir, training.train_and_evaluate(config, workdir)
+    return workdir, training.train_and_evaluate(config, workdir).summary
 
 
 def test_gradual_flow_end_to_end_logs_target_and_achieved_sparsity(gradual_run):
@@ -204,11 +205,11 @@ def test_gradual_run_resumes_mid_window_identically(gradual_run, tmp_path):
     clean_dir, clean_summary = gradual_run
     config = lenet300_mnist_gradual.get_config("smoke")
     config.debug.stop_at_step = 25  # killed after step 25; last checkpoint at 20, before update 20
-    assert training.train_and_evaluate(config, tmp_path) == {"stopped_at_step": 25}
+    assert training.train_and_evaluate(config, tmp_path).stopped_at_step == 25
     config.debug.stop_at_step = 0
     training.train_and_evaluate(config, tmp_path)
     clean, resumed = _restore_latest(clean_dir), _restore_latest(tmp_path)
-    for field in ("params", "masks", "opt_state", "step"):
+    for field in ("params", "opt_state", "step"):  # the masks are in opt_state
         jax.tree.map(np.testing.assert_array_equal, clean[field], resumed[field])
     assert (tmp_path / "metrics.jsonl").read_text() == (clean_dir / "metrics.jsonl").read_text()
 

@@ -220,7 +220,7 @@ def test_grasp_registry_and_errors():
 
 def test_training_passes_pruning_prunable_to_grasp():
     """``config.pruning.prunable`` reaches the scorer in every masking entry point."""
-    from configs import default
+    from jaxprune.configs import default
     from jaxprune.training import prune
 
     model, params, batch = norm_net_problem(jnp.float32)

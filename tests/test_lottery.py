@@ -10,9 +10,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from configs import default, lenet300_mnist_lottery
+from configs import lenet300_mnist_lottery
 from jaxprune import models, training
-from jaxprune.training import config_check, loop, prune
+from jaxprune.configs import default
+from jaxprune.training import config_check, flows, prune
 
 N_PRUNABLE = 784 * 300 + 300 * 100 + 100 * 10  # LeNet-300-100 kernels: 266,200
 STEPS = 12  # per round in the smoke config
@@ -37,6 +38,12 @@ def _restore(workdir: Path, step: int | None = None):
     return restored["state"]
 
 
+def _masks(state):
+    """The masks of a restored raw state: the ``jp.masked`` part of its optimizer state."""
+    opt_state = state["opt_state"]
+    return opt_state["masks"] if isinstance(opt_state, dict) else opt_state[1]
+
+
 def _kernels(tree):
     return {k: np.asarray(v["kernel"]) for k, v in tree.items()}
 
@@ -50,14 +57,14 @@ def _initial_params(seed=0):
 @pytest.fixture(scope="module")
 def rewind0_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("lottery0")
-    return workdir, training.train_and_evaluate(_config(), workdir)
+    return workdir, training.train_and_evaluate(_config(), workdir).summary
 
 
 @pytest.fixture(scope="module")
 def rewind4_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("lottery4")
     config = _config(**{"pruning.iterative.rewind_step": 4, "pruning.iterative.rounds": 1})
-    return workdir, training.train_and_evaluate(config, workdir)
+    return workdir, training.train_and_evaluate(config, workdir).summary
 
 
 def test_rounds_have_exact_counts_nested_masks_and_rewound_survivors(rewind0_run):
@@ -66,7 +73,7 @@ def test_rounds_have_exact_counts_nested_masks_and_rewound_survivors(rewind0_run
     previous = {k: np.ones_like(v, bool) for k, v in initial.items()}
     for r in (1, 2):
         state = _restore(workdir, r * STEPS)  # saved right after pruning + rewinding
-        masks, params = _kernels(state["masks"]), _kernels(state["params"])
+        masks, params = _kernels(_masks(state)), _kernels(state["params"])
         kept = sum(int(m.sum()) for m in masks.values())
         assert kept == math.floor(0.8**r * N_PRUNABLE + 0.5) == [212960, 170368][r - 1]
         for name, mask in masks.items():
@@ -98,7 +105,7 @@ def test_round_1_mask_is_global_magnitude_of_trained_round_0(rewind0_run, tmp_pa
     dense = _config(flow="dense")
     training.train_and_evaluate(dense, tmp_path)
     trained = _kernels(_restore(tmp_path)["params"])
-    masks = _kernels(_restore(workdir, STEPS)["masks"])
+    masks = _kernels(_masks(_restore(workdir, STEPS)))
     n_keep = 212960
     magnitudes = np.concatenate([np.abs(trained[k]).ravel() for k in sorted(trained)])
     threshold = np.sort(magnitudes)[::-1][n_keep - 1]
@@ -133,13 +140,16 @@ def test_nested_masks_against_numpy_oracle():
 def test_rewind_to_step_k_restores_saved_weights(rewind4_run):
     workdir, summary = rewind4_run
     at_k = _kernels(_restore(workdir, 4)["params"])  # periodic checkpoint of round 0 at step 4
-    with np.load(workdir / "rewind" / "step_4.npz") as stored:
-        saved = [stored[f"arr_{i}"] for i in range(len(stored.files))]
+    # The rewind weights are one more item ('carry') of every later Orbax checkpoint.
+    manager = ocp.CheckpointManager(workdir / "checkpoints", item_names=("carry",))
+    carry = manager.restore(STEPS, args=ocp.args.Composite(carry=ocp.args.StandardRestore()))
+    manager.close()
+    saved = carry["carry"]["rewind"]["params"]
     state = jax.device_get(_restore(workdir, 4)["params"])
-    for a, b in zip(jax.tree.leaves(state), saved, strict=True):
-        np.testing.assert_array_equal(a, b)
+    jax.tree.map(np.testing.assert_array_equal, state, jax.device_get(saved))
+    assert not (workdir / "rewind").exists()  # no second format beside Orbax
     start = _restore(workdir, STEPS)
-    masks, params = _kernels(start["masks"]), _kernels(start["params"])
+    masks, params = _kernels(_masks(start)), _kernels(start["params"])
     initial = _kernels(_initial_params())
     for name, mask in masks.items():
         np.testing.assert_array_equal(params[name], np.where(mask, at_k[name], 0.0))
@@ -159,11 +169,11 @@ def test_killed_run_resumes_mid_round_identically(overrides, stop, request, tmp_
     fixture = "rewind4_run" if overrides else "rewind0_run"
     clean_dir, clean_summary = request.getfixturevalue(fixture)
     config = _config(**overrides, **{"debug.stop_at_step": stop})
-    assert training.train_and_evaluate(config, tmp_path) == {"stopped_at_step": stop}
+    assert training.train_and_evaluate(config, tmp_path).stopped_at_step == stop
     config.debug.stop_at_step = 0
-    summary = training.train_and_evaluate(config, tmp_path)
+    summary = training.train_and_evaluate(config, tmp_path).summary
     clean, resumed = _restore(clean_dir), _restore(tmp_path)
-    for field in ("params", "masks", "opt_state", "step"):
+    for field in ("params", "opt_state", "step"):  # the masks are in opt_state
         jax.tree.map(np.testing.assert_array_equal, clean[field], resumed[field])
     assert (tmp_path / "metrics.jsonl").read_text() == (clean_dir / "metrics.jsonl").read_text()
     assert summary["rounds"] == clean_summary["rounds"]
@@ -194,7 +204,7 @@ def test_effective_target_is_rejected_and_rounds_are_phases():
     config = _config(**{"pruning.target": "effective"})
     with pytest.raises(ValueError, match=r"flow='iterative'"):
         config_check.validate_config(config)
-    phases = loop.plan_phases(_config(), steps_per_epoch=100)
+    phases = flows.get("iterative").phases(_config(), steps_per_epoch=100)
     assert [(p.name, p.start, p.end, p.prune_first) for p in phases] == [
         ("round_0", 0, 12, False),
         ("round_1", 12, 24, True),
@@ -205,4 +215,4 @@ def test_effective_target_is_rejected_and_rounds_are_phases():
     with pytest.raises(
         ValueError, match=r"rewind_step must be < the length of round 0 \(5 steps\)"
     ):
-        loop.plan_phases(epochs, steps_per_epoch=100)
+        flows.get("iterative").phases(epochs, steps_per_epoch=100)

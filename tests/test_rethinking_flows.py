@@ -12,7 +12,7 @@ import tqdm
 from configs import lenet5_mnist_rethinking, vgg19_cifar10_slimming
 from jaxprune import training
 from jaxprune.pruning import flops as flops_lib
-from jaxprune.training import loop
+from jaxprune.training import runner
 
 DENSE_STEPS = 30  # the smoke config's training.steps
 
@@ -33,13 +33,13 @@ def _lenet300_macs(h1, h2):
 def pruned_pair(tmp_path_factory):
     """(run, trained dense state, first state after structured pruning) for 'scratch_b'."""
     config = _config(flow="scratch_b")
-    run = loop._Run(config, tmp_path_factory.mktemp("rethink"))
-    bar = tqdm.tqdm(disable=True, total=run.phases[-1].end)
+    run = runner.Runner(config, tmp_path_factory.mktemp("rethink"))
+    bar = tqdm.tqdm(disable=True, total=run.ctx.phases[-1].end)
     dense = run.run_phase(0, run.start_phase(0, None), bar)
     dense = jax.device_get(dense)
     pruned = jax.device_get(run.start_phase(1, dense))
-    run.ckpt.close()
-    return run, dense, pruned
+    run.ctx.ckpt.close()
+    return run.ctx, dense, pruned
 
 
 def test_l1_filter_keeps_the_largest_filters_of_the_trained_net(pruned_pair):
@@ -59,7 +59,7 @@ def test_l1_filter_keeps_the_largest_filters_of_the_trained_net(pruned_pair):
     np.testing.assert_array_equal(got["Dense_2"]["kernel"], wide["Dense_2"][keep1])
     # The fresh init is not the copied weights.
     assert not np.allclose(pruned.params["Dense_0"]["kernel"], got["Dense_0"]["kernel"])
-    assert narrow_model.widths == (150, 50)
+    assert narrow_model.module.widths == (150, 50)
 
 
 def test_scratch_b_budget_is_the_capped_flops_ratio(pruned_pair):
@@ -78,7 +78,7 @@ def test_scratch_b_budget_is_the_capped_flops_ratio(pruned_pair):
 
 def test_unstructured_scratch_init_is_fresh_and_scaled_by_surviving_fan_in(tmp_path):
     config = _config("magnitude", flow="scratch_e")
-    run = loop._Run(config, tmp_path)
+    run = runner.Runner(config, tmp_path).ctx
     rng = np.random.default_rng(0)
     params = jax.device_get(run.init_variables())["params"]
     masks = jax.tree.map(lambda p: np.ones(p.shape, bool), params)
@@ -98,7 +98,7 @@ def test_unstructured_scratch_init_is_fresh_and_scaled_by_surviving_fan_in(tmp_p
 
 def test_structured_finetune_end_to_end_and_resume(tmp_path):
     config = _config(flow="prune_finetune")
-    summary = training.train_and_evaluate(config, tmp_path / "full")
+    summary = training.train_and_evaluate(config, tmp_path / "full").summary
     assert summary["structured"]["widths"] == [150, 50]
     assert summary["flops"]["flops"] == _lenet300_macs(150, 50)
     assert summary["flops"]["flops_dense"] == 266_200
@@ -114,9 +114,9 @@ def test_structured_finetune_end_to_end_and_resume(tmp_path):
     # A crash inside the narrow fine-tuning phase resumes into the narrow model and ends
     # exactly where the uninterrupted run ends.
     stopped = _config(flow="prune_finetune", **{"debug.stop_at_step": 35})
-    assert training.train_and_evaluate(stopped, tmp_path / "resumed") == {"stopped_at_step": 35}
+    assert training.train_and_evaluate(stopped, tmp_path / "resumed").stopped_at_step == 35
     stopped.debug.stop_at_step = 0
-    resumed = training.train_and_evaluate(stopped, tmp_path / "resumed")
+    resumed = training.train_and_evaluate(stopped, tmp_path / "resumed").summary
     assert resumed["structured"]["widths"] == [150, 50]
     assert resumed["steps"] == summary["steps"] == DENSE_STEPS + 10
     assert resumed["test_accuracy"] == summary["test_accuracy"]
@@ -129,7 +129,7 @@ def test_slimming_penalty_and_threshold_on_vgg(tmp_path):
     config.finetune.steps = 4
     config.structured.slimming_l1 = 1e-2
     config.model.name = "vgg11"  # the same code path as VGG-19, half the layers to compile
-    run = loop._Run(config, tmp_path / "unit")
+    run = runner.Runner(config, tmp_path / "unit").ctx
     variables = jax.device_get(run.init_variables())
     active, groups = run.channel_groups(variables)
     assert len(groups) == 8 and active == groups
@@ -141,7 +141,7 @@ def test_slimming_penalty_and_threshold_on_vgg(tmp_path):
     assert run.regularizer(1) is None  # fine-tuning has no penalty
     run.ckpt.close()
 
-    summary = training.train_and_evaluate(config, tmp_path / "run")
+    summary = training.train_and_evaluate(config, tmp_path / "run").summary
     widths = summary["structured"]["widths"]
     dense_widths = [max(1, round(c * 0.125)) for c in (64, 128, 256, 256, 512, 512, 512, 512)]
     assert len(widths) == 8 and all(1 <= w <= d for w, d in zip(widths, dense_widths, strict=True))

@@ -13,7 +13,7 @@ import pytest
 
 from configs import lenet5_mnist_sanity
 from jaxprune import training
-from jaxprune.training import loop, prune
+from jaxprune.training import prune, runner
 
 LAYERS = ("Dense_0", "Dense_1", "Dense_2")
 SIZES = {"Dense_0": 784 * 300, "Dense_1": 300 * 100, "Dense_2": 100 * 10}
@@ -36,11 +36,11 @@ def _first_state(tmp_path_factory, method="snip", **overrides):
     if key not in _CACHE:
         config = _config(method, **overrides)
         training.validate_config(config)
-        run = loop._Run(config, tmp_path_factory.mktemp("sanity"))
+        run = runner.Runner(config, tmp_path_factory.mktemp("sanity"))
         try:
             state = jax.device_get(run.start_phase(0, None))
         finally:
-            run.ckpt.close()
+            run.ctx.ckpt.close()
         masks = {n: np.asarray(state.masks[n]["kernel"]) for n in LAYERS}
         params = {n: np.asarray(state.params[n]["kernel"]) for n in LAYERS}
         biases = {n: np.asarray(state.masks[n]["bias"]) for n in LAYERS}

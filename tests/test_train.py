@@ -20,7 +20,7 @@ import pytest
 import jaxprune as jp
 from configs import lenet300_mnist_gmp
 from jaxprune import data, models, training
-from jaxprune.training import checkpoint, loop, sharding, steps
+from jaxprune.training import checkpoint, flows, sharding, steps
 from jaxprune.training import state as state_lib
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,6 +47,12 @@ def _restore(workdir: Path, step: int | None = None):
     return restored["state"], restored["meta"]
 
 
+def _masks(state):
+    """The masks of a restored raw state: the ``jp.masked`` part of its optimizer state."""
+    opt_state = state["opt_state"]
+    return opt_state["masks"] if isinstance(opt_state, dict) else opt_state[1]
+
+
 def _kernels(tree):
     return {
         "/".join(str(k.key) for k in path): np.asarray(leaf)
@@ -58,7 +64,7 @@ def _kernels(tree):
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("smoke")
-    summary = training.train_and_evaluate(_smoke_config(), workdir)
+    summary = training.train_and_evaluate(_smoke_config(), workdir).summary
     return workdir, summary
 
 
@@ -72,7 +78,7 @@ def test_smoke_run_prunes_exactly_and_keeps_pruned_weights_zero(smoke_run):
     pruned_state, pruned_meta = _restore(workdir, 60)  # the state right after pruning
     final_state, final_meta = _restore(workdir, 100)
     assert (pruned_meta["phase"], final_meta["phase"]) == ("finetune", "finetune")
-    masks0, masks1 = _kernels(pruned_state["masks"]), _kernels(final_state["masks"])
+    masks0, masks1 = _kernels(_masks(pruned_state)), _kernels(_masks(final_state))
     params0, params1 = _kernels(pruned_state["params"]), _kernels(final_state["params"])
     assert sum(int(m.sum()) for m in masks0.values()) == n_keep
     floor = round(0.002 * N_PRUNABLE)  # MT: each layer keeps >= 0.2% of all weights
@@ -121,7 +127,7 @@ def _lenet300_effective(masks):
 def test_smoke_run_logs_effective_sparsity(smoke_run):
     workdir, summary = smoke_run
     final_state, _ = _restore(workdir, 100)
-    masks = jax.tree.map(lambda m: np.asarray(m, bool), final_state["masks"])
+    masks = jax.tree.map(lambda m: np.asarray(m, bool), _masks(final_state))
     effective = _kernels(_lenet300_effective(masks))
     direct = _kernels(masks)
     eff_kept = sum(int(m.sum()) for m in effective.values())
@@ -157,13 +163,13 @@ def test_effective_target_prune_at_init_stays_at_or_below_target(tmp_path):
         }
     )
     config.flow = "prune_at_init"
-    summary = training.train_and_evaluate(config, tmp_path)
+    summary = training.train_and_evaluate(config, tmp_path).summary
     report = summary["sparsity"]
     # Uniform random pruning disconnects weights, so the direct sparsity must be lower.
     assert report["sparsity"] < report["effective_sparsity"] <= 0.99
     assert report["effective_sparsity"] > 0.99 - 1e-3
     state, _ = _restore(tmp_path, 0)
-    masks = jax.tree.map(lambda m: np.asarray(m, bool), state["masks"])
+    masks = jax.tree.map(lambda m: np.asarray(m, bool), _masks(state))
     eff_kept = sum(int(m.sum()) for m in _kernels(_lenet300_effective(masks)).values())
     assert eff_kept == report["effective_kept"] >= round(0.01 * N_PRUNABLE)
 
@@ -180,13 +186,13 @@ def test_effective_target_is_validated():
 def test_resume_after_interruption_gives_identical_run(smoke_run, tmp_path):
     clean_dir, clean_summary = smoke_run
     stopped = training.train_and_evaluate(_smoke_config(**{"debug.stop_at_step": 70}), tmp_path)
-    assert stopped == {"stopped_at_step": 70}
+    assert stopped.stopped_at_step == 70 and stopped.summary is None
     assert _restore(tmp_path)[0]["step"] == 60  # killed after step 70, last checkpoint at 60
-    resumed_summary = training.train_and_evaluate(_smoke_config(), tmp_path)
+    resumed_summary = training.train_and_evaluate(_smoke_config(), tmp_path).summary
 
     clean_state, _ = _restore(clean_dir)
     resumed_state, _ = _restore(tmp_path)
-    for field in ("params", "masks", "opt_state", "batch_stats", "step", "rng"):
+    for field in ("params", "opt_state", "batch_stats", "step", "rng"):  # masks: in opt_state
         jax.tree.map(np.testing.assert_array_equal, clean_state[field], resumed_state[field])
     assert (tmp_path / "metrics.jsonl").read_text() == (clean_dir / "metrics.jsonl").read_text()
     assert resumed_summary["phases"] == clean_summary["phases"]
@@ -339,7 +345,7 @@ def test_train_step_masks_grads_updates_and_momentum_against_numpy():
         p2 = np.where(m, p1 - lr * v2, 0)
         np.testing.assert_allclose(new, p2, rtol=1e-5, atol=1e-6)
         assert np.all(np.asarray(new)[~m] == 0)
-    trace = state.opt_state[1][0].trace
+    trace = state.opt_state.inner_state[1][0].trace
     for t, m in zip(jax.tree.leaves(trace), jax.tree.leaves(masks), strict=True):
         assert np.all(np.asarray(t)[~np.asarray(m)] == 0)  # no momentum on pruned weights
     assert int(state.step) == 2 and np.isfinite(float(metrics["loss"]))
@@ -358,7 +364,9 @@ def test_changing_masks_never_recompiles():
     state = state_lib.create_train_state(variables, tx, jax.random.PRNGKey(0), masks=masks)
     for seed in range(4):
         new_masks = jax.tree.map(np.asarray, _tiny_setup(masks_seed=seed + 10)[2])
-        state = state.replace(masks=jax.tree.map(jnp.asarray, new_masks))
+        state = state.replace(
+            opt_state=jp.set_masks(state.opt_state, jax.tree.map(jnp.asarray, new_masks))
+        )
         state, _ = step(state, batch)
         for p, m in zip(jax.tree.leaves(state.params), jax.tree.leaves(new_masks), strict=True):
             assert np.all(np.asarray(p)[~np.asarray(m)] == 0)
@@ -381,17 +389,16 @@ def test_eval_step_ignores_padding():
 
 def test_plan_phases_per_flow():
     config = _smoke_config(**{"training.steps": 0, "training.epochs": 2.5, "finetune.steps": 7})
-    phases = loop.plan_phases(config, steps_per_epoch=10)
+    phases = flows.get(config.flow).phases(config, steps_per_epoch=10)
     assert [(p.name, p.start, p.end, p.prune_first) for p in phases] == [
         ("dense", 0, 25, False),
         ("finetune", 25, 32, True),
     ]
     config.flow = "prune_at_init"
-    assert [(p.name, p.start, p.end, p.prune_first) for p in loop.plan_phases(config, 10)] == [
-        ("sparse", 0, 25, True)
-    ]
+    phases = flows.get(config.flow).phases(config, 10)
+    assert [(p.name, p.start, p.end, p.prune_first) for p in phases] == [("sparse", 0, 25, True)]
     config.flow = "dense"
-    assert [(p.name, p.end) for p in loop.plan_phases(config, 10)] == [("dense", 25)]
+    assert [(p.name, p.end) for p in flows.get(config.flow).phases(config, 10)] == [("dense", 25)]
 
 
 def test_schedules():
@@ -494,13 +501,13 @@ def test_prune_at_init_resnet_layerwise_uniform(tmp_path):
     config.pruning.quota = "uniform"
     config.pruning.sparsity = 0.8
     config.training.keep_checkpoints = 10
-    summary = training.train_and_evaluate(config, tmp_path)
+    summary = training.train_and_evaluate(config, tmp_path).summary
 
     assert list(summary["phases"]) == ["sparse"] and summary["steps"] == 12
     start_state, start_meta = _restore(tmp_path, 0)  # pruned initial weights, saved at once
     final_state, _ = _restore(tmp_path, 12)
     assert start_meta["phase"] == "sparse"
-    masks0, masks1 = _kernels(start_state["masks"]), _kernels(final_state["masks"])
+    masks0, masks1 = _kernels(_masks(start_state)), _kernels(_masks(final_state))
     params1 = _kernels(final_state["params"])
     assert len(masks0) >= 20  # 19 convs + the classifier (+ any projection shortcuts)
     for name, mask in masks0.items():
@@ -528,7 +535,7 @@ def test_tfds_dataset_path_end_to_end(tmp_path):
     config.dataset.data_dir = str(tmp_path / "tfds")
     config.training.log_every = 3
     with tfds.testing.mock_data(num_examples=16, policy=tfds.testing.MockPolicy.USE_CODE):
-        summary = training.train_and_evaluate(config, tmp_path / "run")
+        summary = training.train_and_evaluate(config, tmp_path / "run").summary
     assert summary["dataset"] == "cifar10" and summary["steps"] == 6
     assert summary["sparsity"]["total"] == 32 * 32 * 3 * 75 + 75 * 25 + 25 * 10
     assert summary["sparsity"]["kept"] == summary["sparsity"]["total"]
@@ -544,7 +551,7 @@ def test_prune_at_init_synflow_is_iterative_and_avoids_layer_collapse(tmp_path):
         config.pruning.score = "synflow"
         config.pruning.min_keep_fraction = 0.0
         config.pruning.synflow_rounds = 20
-    summary = training.train_and_evaluate(config, str(tmp_path / "iterative"))
+    summary = training.train_and_evaluate(config, str(tmp_path / "iterative")).summary
     layers = summary["sparsity"]["layers"]
     assert sum(row["kept"] for row in layers.values()) == jp.n_keep_for(0.98, 266200)
     assert all(row["kept"] > 0 for row in layers.values())

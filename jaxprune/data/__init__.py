@@ -4,9 +4,11 @@ See ``jaxprune.data.dataset`` for the ``Dataset`` interface and its determinism 
 
     ds = jaxprune.data.get_dataset("mnist")
     batch = next(ds.train_batches(batch_size=128, seed=0))
+
+``jaxprune.data.prefetch.prefetch`` builds (and places) the next batches on a background thread.
 """
 
-from jaxprune.data import augment, corrupt
+from jaxprune.data import augment, corrupt, prefetch
 from jaxprune.data.dataset import (
     ArrayDataset,
     Batch,
@@ -27,4 +29,5 @@ __all__ = [
     "dataset_names",
     "epoch_permutation",
     "get_dataset",
+    "prefetch",
 ]

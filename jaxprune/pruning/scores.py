@@ -12,16 +12,27 @@ A notebook adds a score in three lines::
     @jp.scores.register("my_score")
     def my_score(params, **ctx):
         return jax.tree.map(lambda w: w**2, params)
+
+``get`` also takes an import path ``package.module:function`` (how a config names a score kept
+in the user's own module). ``call`` runs a score with a context, passing only the keywords the
+function declares (all of them when it takes ``**ctx``); the training engine's context holds
+``key``, ``batch``, ``apply_fn``, ``prunable``, ``init_params`` (the run's initial weights) and
+``step`` (the global step), so movement-style scores run from a config::
+
+    def movement(params, *, init_params, **ctx):  # |w| - |w0|
+        return jax.tree.map(lambda w, w0: jnp.abs(w) - jnp.abs(w0), params, init_params)
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from jaxprune import import_path
 from jaxprune.pruning.select import check_sparsity, global_mask
 from jaxprune.pruning.tree import Prunable, PyTree, prunable_flags
 
@@ -50,14 +61,51 @@ def register(name: str, *, overwrite: bool = False) -> Callable[[ScoreFn], Score
 
 
 def get(name: str) -> ScoreFn:
-    """Returns the registered score ``name``.
+    """Returns the registered score ``name``, or the function at import path ``name``.
+
+    Args:
+      name: a registered name (``names()``) or ``package.module:function``.
 
     Raises:
       KeyError: naming the unknown score and listing the known ones.
+      ValueError: for an import path that cannot be imported or is not callable.
     """
+    if import_path.is_import_path(name):
+        return import_path.load(name, "score")
     if name not in _REGISTRY:
         raise KeyError(f"unknown score {name!r}; known scores: {names()}")
     return _REGISTRY[name]
+
+
+def call(fn: ScoreFn, params: PyTree, **context: Any) -> PyTree:
+    """Calls score ``fn`` on ``params`` with the keywords of ``context`` it accepts.
+
+    A function with ``**kwargs`` gets the whole context; otherwise only the keywords its
+    signature names. A required keyword the context lacks is an error naming it.
+    """
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # builtins / C callables: pass everything
+        return fn(params, **context)
+    parameters = list(signature.parameters.values())
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return fn(params, **context)
+    accepted = {
+        p.name
+        for p in parameters[1:]
+        if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    }
+    missing = [
+        p.name
+        for p in parameters[1:]
+        if p.name in accepted and p.default is inspect.Parameter.empty and p.name not in context
+    ]
+    if missing:
+        raise TypeError(
+            f"score {getattr(fn, '__name__', fn)!r} needs {missing}, which the context "
+            f"({sorted(context)}) does not provide"
+        )
+    return fn(params, **{k: v for k, v in context.items() if k in accepted})
 
 
 def names() -> list[str]:

@@ -294,6 +294,20 @@ def _search_masks(leaves, group_of, ks, num_groups):
     return masks, nan
 
 
+def _explicit_axes(leaves: list[jax.Array]) -> tuple[str, ...]:
+    """Names of the Explicit mesh axes the leaves' shardings (in their types) use."""
+    names: list[str] = []
+    for leaf in leaves:
+        sharding = getattr(jax.typeof(leaf), "sharding", None)
+        mesh = getattr(sharding, "mesh", None)
+        for name, kind in zip(
+            getattr(mesh, "axis_names", ()), getattr(mesh, "axis_types", ()), strict=False
+        ):
+            if kind == jax.sharding.AxisType.Explicit and name not in names:
+                names.append(name)
+    return tuple(names)
+
+
 def top_k_masks(
     leaves: Sequence[jax.Array],
     group_of: Sequence[int],
@@ -323,6 +337,21 @@ def top_k_masks(
     ks = jnp.asarray(ks, jnp.int32).reshape(num_groups)
     leaves = [jnp.asarray(leaf, jnp.float32) for leaf in leaves]
     if method == "sort":
-        masks = _sort_masks(leaves, group_of, ks, num_groups)
-        return masks, jnp.stack([has_nan([leaf]) for leaf in leaves])
-    return _search_masks(leaves, group_of, ks, num_groups)
+        select = lambda ls, k: (  # noqa: E731
+            _sort_masks(ls, group_of, k, num_groups),
+            jnp.stack([has_nan([leaf]) for leaf in ls]),
+        )
+    else:
+        select = lambda ls, k: _search_masks(ls, group_of, k, num_groups)  # noqa: E731
+    explicit = _explicit_axes(leaves)
+    if not explicit:
+        return select(leaves, ks)
+    # Arrays sharded over Explicit mesh axes (``jax.make_mesh``'s default) carry their sharding
+    # in their type, and a scatter into a replicated histogram has no sharding rule there: run
+    # the selection with those axes in Auto mode and give each mask its leaf's sharding back.
+    shardings = ([jax.typeof(leaf).sharding for leaf in leaves], jax.typeof(ks).sharding)
+    masks_sharding = [s.update(spec=s.spec) for s in shardings[0]]
+    nan_sharding = jax.sharding.NamedSharding(shardings[0][0].mesh, jax.sharding.PartitionSpec())
+    return jax.sharding.auto_axes(
+        select, axes=explicit, out_sharding=(masks_sharding, nan_sharding)
+    )(leaves, ks)

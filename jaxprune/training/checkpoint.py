@@ -1,10 +1,12 @@
 """Orbax checkpoints of a run, with validation before anything is restored.
 
-A checkpoint at step ``t`` holds two items:
+A checkpoint at step ``t`` holds two or three items:
 
-* ``state``: the whole ``TrainState`` (params, batch stats, optimizer state, masks, step, rng),
-  restored against an abstract state built from the current config;
-* ``meta``: JSON with the flow phase the state belongs to and the run config.
+* ``state``: the whole ``TrainState`` (params, batch stats, optimizer state with the masks, step,
+  rng), restored against an abstract state built from the current config;
+* ``meta``: JSON with the flow phase the state belongs to and the run config;
+* ``carry`` (only when a flow keeps one): arrays the flow needs later, e.g. the lottery rewind
+  weights of ``flow='iterative'``.
 
 The data order needs no state of its own: the batch at global step ``t`` is a pure function of
 ``(seed, t)``, so restoring the step restores the data position.
@@ -89,6 +91,7 @@ class Checkpointer:
             item_handlers={
                 "state": ocp.StandardCheckpointHandler(),
                 "meta": ocp.JsonCheckpointHandler(),
+                "carry": ocp.StandardCheckpointHandler(),
             },
         )
 
@@ -96,17 +99,35 @@ class Checkpointer:
         """The newest complete checkpoint's step, or None when there is none."""
         return self._manager.latest_step()
 
-    def save(self, step: int, state: PyTree, meta: dict[str, Any]) -> None:
-        """Saves ``state`` and JSON ``meta`` at ``step`` (asynchronously; see ``wait``)."""
+    def save(
+        self, step: int, state: PyTree, meta: dict[str, Any], carry: PyTree | None = None
+    ) -> None:
+        """Saves ``state``, JSON ``meta`` and ``carry`` at ``step`` (asynchronously; ``wait``)."""
         if step in self._manager.all_steps():
             return
-        self._manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
-            ),
-            force=True,
-        )
+        items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
+        if carry:
+            items["carry"] = ocp.args.StandardSave(carry)
+        self._manager.save(step, args=ocp.args.Composite(**items), force=True)
+
+    def restore_carry(self, step: int) -> dict[str, PyTree]:
+        """The ``carry`` item at ``step`` as host arrays (an empty dict when there is none).
+
+        Raises:
+          CheckpointError: if it exists but cannot be read.
+        """
+        if not (self.directory / str(step) / "carry").exists():
+            return {}
+        try:
+            restored = self._manager.restore(
+                step, args=ocp.args.Composite(carry=ocp.args.StandardRestore())
+            )
+        except Exception as e:  # noqa: BLE001
+            raise CheckpointError(
+                f"checkpoint {self.directory / str(step)} is corrupt, its carry item could not "
+                f"be read: {_short(e)}{_FIX}"
+            ) from e
+        return jax.device_get(dict(restored["carry"]))
 
     def wait(self) -> None:
         """Blocks until pending saves are on disk."""
@@ -161,7 +182,7 @@ class Checkpointer:
                 f"checkpoint {where} is corrupt: its state metadata is missing or unreadable{_FIX}"
             )
         stored_tree = item.tree
-        for field in ("params", "batch_stats", "masks"):
+        for field in ("params", "batch_stats"):
             stored = _shapes(stored_tree.get(field, {}) if isinstance(stored_tree, dict) else {})
             expected = _shapes(getattr(abstract_state, field))
             problems = _describe_mismatch(field, stored, expected)

@@ -12,18 +12,6 @@ from collections.abc import Collection
 
 import ml_collections
 
-FLOWS = (
-    "dense",
-    "prune_finetune",
-    "prune_at_init",
-    "gradual",
-    "iterative",
-    "scratch_e",
-    "scratch_b",
-)
-SANITY_FLOWS = ("prune_at_init", "prune_finetune")
-SCRATCH_FLOWS = ("scratch_e", "scratch_b")
-STRUCTURED_FLOWS = ("prune_finetune", *SCRATCH_FLOWS)
 STRUCTURED_METHODS = ("none", "l1_filter", "slimming")
 STRUCTURED_ROUNDINGS = ("floor", "round")  # jaxprune.pruning.structured.ROUNDINGS
 SMART_RATIOS = ("quadratic", "linear", "cubic", "uniform")
@@ -64,7 +52,8 @@ def _number(
         raise ValueError(f"{field} must be in {left}{lo}, {hi}{right}, got {value!r}")
 
 
-def _phase_length(prefix: str, phase: ml_collections.ConfigDict) -> None:
+def phase_length(prefix: str, phase: ml_collections.ConfigDict) -> None:
+    """Checks a phase block (``training`` / ``finetune``): length, learning rate, schedule."""
     _number(f"{prefix}.epochs", phase.epochs, low=0)
     _number(f"{prefix}.steps", phase.steps, low=0, integer=True)
     _number(f"{prefix}.learning_rate", phase.learning_rate, low=0, low_open=True)
@@ -84,12 +73,29 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     """
     # Imported here so that importing jaxprune.training stays light and acyclic.
     import jaxprune as jp
-    from jaxprune import data, models
+    from jaxprune import data, import_path, models
+    from jaxprune.training import flows
 
     _number("seed", config.seed, low=0, integer=True)
-    _one_of("flow", config.flow, FLOWS)
-    _one_of("model.name", config.model.name, models.model_names())
+    flow = flows.get(config.flow)  # ValueError naming `flow` and the registered flows
+    if import_path.is_import_path(config.model.name):
+        import_path.load(config.model.name, "model.name")
+    else:
+        try:
+            models.get_model(config.model.name, 10)
+        except KeyError:
+            raise ValueError(
+                f"model.name must be one of {models.model_names()}, got {config.model.name!r} "
+                "(zoo names also take resnet{6n+2} and wrn{6n+4}_{k}; your own model: an "
+                "import path 'package.module:factory')"
+            ) from None
     _number("model.width", config.model.width, low=0, low_open=True)
+    if "kwargs" in config.model and not isinstance(
+        config.model.kwargs, ml_collections.ConfigDict | dict
+    ):
+        raise ValueError(
+            f"model.kwargs must be a dict of factory arguments, got {config.model.kwargs!r}"
+        )
     _one_of("dataset.name", config.dataset.name, data.dataset_names())
     if config.dataset.name == "synthetic":
         from jaxprune.data import synthetic
@@ -101,7 +107,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
     training = config.training
     _number("training.batch_size", training.batch_size, low=1, integer=True)
-    _phase_length("training", training)
+    phase_length("training", training)
     _one_of("training.optimizer", training.optimizer, OPTIMIZERS)
     _number("training.warmup_steps", training.warmup_steps, low=0, integer=True)
     _number("training.momentum", training.momentum, low=0, high=1, high_open=True)
@@ -112,7 +118,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _number("training.keep_checkpoints", training.keep_checkpoints, low=1, integer=True)
 
     pruning = config.pruning
-    _one_of("pruning.score", pruning.score, jp.scores.names())
+    if import_path.is_import_path(pruning.score):
+        jp.scores.get(pruning.score)  # ValueError naming the import path
+    else:
+        _one_of("pruning.score", pruning.score, jp.scores.names())
     _one_of("pruning.selection", pruning.selection, SELECTIONS)
     _one_of("pruning.quota", pruning.quota, jp.quotas.names())
     if pruning.quota == "custom":
@@ -123,11 +132,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         )
     _number("pruning.sparsity", pruning.sparsity, low=0, high=1)
     _one_of("pruning.target", pruning.target, TARGETS)
-    if pruning.target == "effective" and config.flow in ("gradual", "iterative"):
-        raise ValueError(
-            "pruning.target='effective' applies to one-shot pruning (flow 'prune_finetune' or "
-            f"'prune_at_init'), got flow={config.flow!r}"
-        )
     _number("pruning.min_keep_fraction", pruning.min_keep_fraction, low=0, high=1, high_open=True)
     if pruning.min_keep_fraction > 0 and pruning.selection != "global":
         raise ValueError(
@@ -146,35 +150,32 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _number("pruning.score_batch_size", pruning.score_batch_size, low=1, integer=True)
     _number("pruning.synflow_rounds", pruning.synflow_rounds, low=1, integer=True)
 
-    if config.flow == "prune_finetune":
-        _phase_length("finetune", config.finetune)
-    if config.flow == "gradual":
-        from jaxprune.training import prune
-
-        block = pruning.schedule
-        _one_of("pruning.schedule.type", block.type, prune.SCHEDULE_TYPES)
-        _number("pruning.schedule.initial_sparsity", block.initial_sparsity, low=0, high=1)
-        _number("pruning.schedule.final_sparsity", block.final_sparsity, low=0, high=1)
-        for field in ("begin_step", "end_step", "frequency"):
-            _number(f"pruning.schedule.{field}", block[field], low=0, integer=True)
-        _number("pruning.schedule.power", block.power, low=0, low_open=True)
-        prune.make_schedule(block)  # cross-field checks (end_step >= begin_step, frequency >= 1)
-    if config.flow == "iterative":
-        _iterative(pruning.iterative, training)
     _one_of("pruning.smart_ratio.ratio", pruning.smart_ratio.ratio, SMART_RATIOS)
     _number("pruning.smart_ratio.last_keep", pruning.smart_ratio.last_keep, low=0, high=1)
     _sanity(config)
     _structured(config)
     _number("scratch.budget_cap", config.scratch.budget_cap, low=1)
-    if config.flow == "scratch_b" and config.structured.method == "none" and pruning.sparsity == 1:
-        raise ValueError(
-            "flow='scratch_b' scales the budget by dense / pruned FLOPs, which is undefined at "
-            "pruning.sparsity=1 (nothing kept); use a sparsity < 1"
-        )
     _number("debug.stop_at_step", config.debug.stop_at_step, low=0, integer=True)
+    init_from = config.get("init_from", "")
+    if init_from is not None and not isinstance(init_from, str):
+        raise ValueError(f"init_from must be a run directory path (str), got {init_from!r}")
+    flow.check(config)
 
 
-def _iterative(block: ml_collections.ConfigDict, training: ml_collections.ConfigDict) -> None:
+def check_schedule(block: ml_collections.ConfigDict) -> None:
+    """Checks ``pruning.schedule`` (flow='gradual'): names, ranges, cross-field order."""
+    from jaxprune.training import prune
+
+    _one_of("pruning.schedule.type", block.type, prune.SCHEDULE_TYPES)
+    _number("pruning.schedule.initial_sparsity", block.initial_sparsity, low=0, high=1)
+    _number("pruning.schedule.final_sparsity", block.final_sparsity, low=0, high=1)
+    for field in ("begin_step", "end_step", "frequency"):
+        _number(f"pruning.schedule.{field}", block[field], low=0, integer=True)
+    _number("pruning.schedule.power", block.power, low=0, low_open=True)
+    prune.make_schedule(block)  # cross-field checks (end_step >= begin_step, frequency >= 1)
+
+
+def check_iterative(block: ml_collections.ConfigDict, training: ml_collections.ConfigDict) -> None:
     """Checks ``pruning.iterative`` (flow='iterative')."""
     _number("pruning.iterative.rounds", block.rounds, low=1, integer=True)
     _number("pruning.iterative.rate", block.rate, low=0, high=1, low_open=True, high_open=True)
@@ -189,6 +190,7 @@ def _iterative(block: ml_collections.ConfigDict, training: ml_collections.Config
 def _sanity(config: ml_collections.ConfigDict) -> None:
     """Checks ``sanity.*`` (Su et al.): names, types and the flows they apply to."""
     from jaxprune.data import corrupt
+    from jaxprune.training import flows
 
     block = config.sanity
     _one_of("sanity.mask_data", block.mask_data, corrupt.CORRUPTIONS)
@@ -199,10 +201,11 @@ def _sanity(config: ml_collections.ConfigDict) -> None:
     active = [f"sanity.{f}" for f in switches if block[f]]
     if block.mask_data != "none":
         active.append(f"sanity.mask_data={block.mask_data!r}")
-    if active and config.flow not in SANITY_FLOWS:
+    sanity_flows = [n for n in flows.names() if flows.get(n).supports_sanity]
+    if active and config.flow not in sanity_flows:
         raise ValueError(
             f"{', '.join(active)} applies to one-shot unstructured pruning (flow one of "
-            f"{list(SANITY_FLOWS)}), got flow={config.flow!r}"
+            f"{sanity_flows}), got flow={config.flow!r}"
         )
     if active and config.structured.method != "none":
         raise ValueError(
@@ -213,6 +216,9 @@ def _sanity(config: ml_collections.ConfigDict) -> None:
 
 def _structured(config: ml_collections.ConfigDict) -> None:
     """Checks ``structured.*`` (Liu et al.): method, ratios, model and flow."""
+    from jaxprune import import_path
+    from jaxprune.training import flows
+
     block = config.structured
     _one_of("structured.method", block.method, STRUCTURED_METHODS)
     _number("structured.ratio", block.ratio, low=0, high=1)
@@ -239,10 +245,16 @@ def _structured(config: ml_collections.ConfigDict) -> None:
                 f"structured.method='slimming', got method={block.method!r}"
             )
         return
-    if config.flow not in STRUCTURED_FLOWS:
+    structured_flows = [n for n in flows.names() if flows.get(n).supports_structured]
+    if config.flow not in structured_flows:
         raise ValueError(
-            f"structured.method={block.method!r} needs flow one of {list(STRUCTURED_FLOWS)}, "
+            f"structured.method={block.method!r} needs flow one of {structured_flows}, "
             f"got flow={config.flow!r}"
+        )
+    if import_path.is_import_path(config.model.name):
+        raise ValueError(
+            f"structured.method={block.method!r} needs a zoo model with channel groups, got "
+            f"model.name={config.model.name!r}"
         )
     name = config.model.name.lower()
     families = ("lenet", "vgg", "resnet") if block.method == "l1_filter" else ("vgg", "resnet")

@@ -58,6 +58,7 @@ def compute_masks(
     linear_apply_fn: Callable[[PyTree, jax.Array], jax.Array] | None = None,
     sample_input: jax.Array | None = None,
     quota_kwargs: dict[str, Any] | None = None,
+    score_context: dict[str, Any] | None = None,
 ) -> PyTree:
     """Masks for ``params`` at ``pruning.sparsity`` (direct or effective, ``pruning.target``).
 
@@ -68,17 +69,19 @@ def compute_masks(
       batch: a batch of training data for data-dependent scores (SNIP, GraSP, ...).
       apply_fn: ``apply_fn(params, images) -> logits`` for data-dependent scores.
       order: forward order of the prunable layers (used by order-aware quotas).
-      linear_apply_fn: ``apply_fn(params, x)`` of the model in linear mode; needed when
-        ``pruning.target == 'effective'``.
-      sample_input: a one-example input batch for ``linear_apply_fn``.
+      linear_apply_fn: ``apply_fn(params, x)`` of the model in linear mode (zoo models), used
+        by iterative SynFlow when given; otherwise ``apply_fn``.
+      sample_input: a one-example input batch (effective sparsity, SynFlow).
       quota_kwargs: extra options of the quota (``quota_options``).
+      score_context: further keywords offered to the score (``init_params``, ``step``; see
+        ``jp.scores.call``).
 
     Returns:
       A bool pytree like ``params``.
 
     Raises:
-      ValueError: if ``pruning.target == 'effective'`` and ``linear_apply_fn`` or
-        ``sample_input`` is missing.
+      ValueError: if ``pruning.target == 'effective'`` and ``apply_fn`` or ``sample_input`` is
+        missing.
     """
     prunable = prunable_spec(pruning)
     if _iterative_synflow(pruning):
@@ -93,8 +96,15 @@ def compute_masks(
             rounds=pruning.synflow_rounds,
             prunable=prunable,
         )
-    score_fn = jp.scores.get(pruning.score)
-    scores = score_fn(params, key=key, batch=batch, apply_fn=apply_fn, prunable=prunable)
+    scores = jp.scores.call(
+        jp.scores.get(pruning.score),
+        params,
+        key=key,
+        batch=batch,
+        apply_fn=apply_fn,
+        prunable=prunable,
+        **(score_context or {}),
+    )
     if pruning.selection == "global":
         min_keep = None
         if pruning.min_keep_fraction > 0:
@@ -118,15 +128,15 @@ def compute_masks(
         raise ValueError(
             f"pruning.target must be one of ['direct', 'effective'], got {pruning.target!r}"
         )
-    if linear_apply_fn is None or sample_input is None:
+    if apply_fn is None or sample_input is None:
         raise ValueError(
-            "pruning.target='effective' needs linear_apply_fn and sample_input "
-            "(the model in linear mode and a one-example input)"
+            "pruning.target='effective' needs apply_fn and sample_input (the model's forward "
+            "pass and a one-example input)"
         )
     return jp.effective_target_mask(
         mask_fn,
         pruning.sparsity,
-        apply_fn=linear_apply_fn,
+        apply_fn=apply_fn,
         params=params,
         sample_input=sample_input,
         prunable=prunable,
@@ -191,6 +201,7 @@ def traced_mask_fn(
     num_steps: int,
     order: list[str] | None = None,
     quota_kwargs: dict[str, Any] | None = None,
+    score_context: dict[str, Any] | None = None,
 ) -> MaskFn:
     """A jit-compatible ``mask_fn(params, step, *, key, batch, apply_fn) -> masks``.
 
@@ -209,6 +220,8 @@ def traced_mask_fn(
       num_steps: global steps of the run (bounds the update table).
       order: forward order of the prunable layers (order-aware quotas).
       quota_kwargs: extra options of the quota (``quota_options``).
+      score_context: further keywords offered to the score (``init_params``); the traced
+        ``step`` is offered too.
     """
     prunable = prunable_spec(pruning)
     score_fn = jp.scores.get(pruning.score)
@@ -243,7 +256,16 @@ def traced_mask_fn(
     table = jnp.asarray([[exact(row[n], sizes[n]) for n in names] for row in rows], jnp.float32)
 
     def mask_fn(params, step, *, key=None, batch=None, apply_fn=None):
-        scores = score_fn(params, key=key, batch=batch, apply_fn=apply_fn, prunable=prunable)
+        scores = jp.scores.call(
+            score_fn,
+            params,
+            key=key,
+            batch=batch,
+            apply_fn=apply_fn,
+            prunable=prunable,
+            step=step,
+            **(score_context or {}),
+        )
         index = jnp.clip((step - schedule.begin_step) // schedule.frequency, 0, len(table) - 1)
         row = table[index]
         if pruning.selection != "layerwise":
@@ -274,6 +296,7 @@ def nested_masks(
     apply_fn: Callable[[PyTree, jax.Array], jax.Array] | None = None,
     order: list[str] | None = None,
     quota_kwargs: dict[str, Any] | None = None,
+    score_context: dict[str, Any] | None = None,
 ) -> PyTree:
     """Masks at ``sparsity`` chosen among the weights kept by ``previous_masks`` (lottery rounds).
 
@@ -292,6 +315,7 @@ def nested_masks(
       apply_fn: ``apply_fn(params, images) -> logits`` for data-dependent scores.
       order: forward order of the prunable layers (order-aware quotas).
       quota_kwargs: extra options of the quota (``quota_options``).
+      score_context: further keywords offered to the score (``init_params``, ``step``).
 
     Returns:
       A bool pytree like ``params``, nested in ``previous_masks``.
@@ -301,8 +325,15 @@ def nested_masks(
         weights in some layer than the previous round did).
     """
     prunable = prunable_spec(pruning)
-    score_fn = jp.scores.get(pruning.score)
-    scores = score_fn(params, key=key, batch=batch, apply_fn=apply_fn, prunable=prunable)
+    scores = jp.scores.call(
+        jp.scores.get(pruning.score),
+        params,
+        key=key,
+        batch=batch,
+        apply_fn=apply_fn,
+        prunable=prunable,
+        **(score_context or {}),
+    )
     kept_scores = [
         np.asarray(s, np.float32)[np.asarray(m, bool)]
         for s, m in zip(jax.tree.leaves(scores), jax.tree.leaves(previous_masks), strict=True)

@@ -2,11 +2,11 @@
 
 ``train_step(state, batch) -> (state, metrics)``:
   1. forward in train mode (BatchNorm uses batch statistics and updates running averages),
-  2. gradients are masked (pruned entries get exactly zero gradient),
-  3. the optax update is masked as well and applied,
-  4. params are re-masked, so pruned weights stay exactly zero and carry no momentum.
-The masks are part of the (traced) state, so changing them never triggers a recompilation.
-The state argument is donated.
+  2. the update of ``jp.masked(tx, masks)`` (the masks are in ``state.opt_state``): gradients
+     and updates are masked, pruned weights get exactly zero and carry no momentum,
+  3. ``optax.apply_updates``.
+The masks are part of the (traced) state, so changing them (``jp.set_masks``) never triggers a
+recompilation. The state argument is donated.
 
 ``eval_step(state, batch) -> metrics`` uses the BatchNorm running averages and returns sums
 weighted by ``batch['weight']`` (0 marks padding), so partial final batches are exact.
@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxprune.masking import mask_moments, masked, masks_of, set_masks
 from jaxprune.training.state import TrainState
 
 PyTree = Any
@@ -47,7 +48,8 @@ def train_step_fn(
     Args:
       apply_fn: the Linen module's ``apply``; called as
         ``apply_fn(variables, images, train=True, mutable=[...], rngs=...)``.
-      tx: optax transformation.
+      tx: the phase's optax transformation (the one ``create_train_state`` wrapped in
+        ``jp.masked``).
       regularizer: optional ``penalty(params) -> scalar`` added to the objective (e.g. network
         slimming's L1 on BatchNorm scales). The reported ``loss`` stays the data loss; the
         penalty is reported as ``penalty``.
@@ -88,10 +90,12 @@ def train_step_fn(
         (_, (loss, penalty, accuracy, new_stats)), grads = jax.value_and_grad(
             loss_fn, has_aux=True
         )(state.params)
-        grads = _masked(grads, state.masks)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        updates = _masked(updates, state.masks)
-        params = _masked(optax.apply_updates(state.params, updates), state.masks)
+        masks = masks_of(state.opt_state)
+        updates, opt_state = masked(tx, masks).update(grads, state.opt_state, state.params)
+        # `optax.apply_updates(params, updates)` gives the same kept values up to the last ulp;
+        # this form (pruned entries +0.0 either way) keeps every earlier run's params bit for bit
+        # (XLA CPU fuses its multiply-add into an FMA at a few entries).
+        params = _masked(jax.tree.map(jnp.add, state.params, _masked(updates, masks)), masks)
         new_state = state.replace(
             step=state.step + 1, params=params, batch_stats=new_stats, opt_state=opt_state
         )
@@ -104,35 +108,13 @@ def train_step_fn(
 
 
 def mask_opt_state(opt_state: optax.OptState, masks: PyTree) -> optax.OptState:
-    """Zeroes the entries of ``opt_state`` that belong to pruned weights.
+    """Zeroes the entries of ``opt_state`` that belong to pruned weights (``jp.masked``'s rule).
 
     Every subtree of the optimizer state with the structure and leaf shapes of ``masks``
     (momentum ``trace``, Adam's ``mu`` and ``nu``, ...) is masked; counters and other leaves are
     left alone.
-
-    Args:
-      opt_state: optax state of a transformation initialised on params shaped like ``masks``.
-      masks: bool pytree like the params.
-
-    Returns:
-      The optimizer state with pruned entries exactly zero.
     """
-    mask_leaves, mask_def = jax.tree.flatten(masks)
-    shapes = [m.shape for m in mask_leaves]
-
-    def like_params(node: Any) -> bool:
-        leaves, treedef = jax.tree.flatten(node)
-        return (
-            treedef == mask_def
-            and bool(leaves)
-            and all(hasattr(x, "shape") for x in leaves)
-            and [x.shape for x in leaves] == shapes
-        )
-
-    def mask_node(node: Any) -> Any:
-        return _masked(node, masks) if like_params(node) else node
-
-    return jax.tree.map(mask_node, opt_state, is_leaf=like_params)
+    return mask_moments(opt_state, masks)
 
 
 def gradual_train_step_fn(
@@ -173,9 +155,7 @@ def gradual_train_step_fn(
         masks = mask_fn(state.params, state.step, key=key, batch=batch, apply_fn=eval_apply)
         masks = jax.tree.map(lambda m, old: m.astype(bool).reshape(old.shape), masks, state.masks)
         return state.replace(
-            params=_masked(state.params, masks),
-            opt_state=mask_opt_state(state.opt_state, masks),
-            masks=masks,
+            params=_masked(state.params, masks), opt_state=set_masks(state.opt_state, masks)
         )
 
     def step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, Metrics]:

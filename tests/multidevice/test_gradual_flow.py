@@ -18,7 +18,7 @@ N_PRUNABLE = 784 * 300 + 300 * 100 + 100 * 10
 def test_gradual_smoke_run_on_8_devices_keeps_exactly_n_keep(tmp_path):
     assert jax.device_count() == 8
     config = lenet300_mnist_gradual.get_config("smoke")
-    summary = training.train_and_evaluate(config, tmp_path)
+    summary = training.train_and_evaluate(config, tmp_path).summary
     assert summary["sparsity"]["kept"] == jp.n_keep_for(0.98, N_PRUNABLE) == 5324
     schedule = prune.make_schedule(config.pruning.schedule)
     records = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]

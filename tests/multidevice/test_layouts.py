@@ -103,6 +103,41 @@ def test_issue_shapes_global_mp_is_exact_sharded_and_replicated(mesh_1d, sharded
             assert m.sharding.is_equivalent_to(x.sharding, x.ndim)
 
 
+@pytest.mark.parametrize("method", ["search", "sort"])
+def test_explicit_axes_mesh_from_make_mesh_gives_the_same_masks(method):
+    """``jax.make_mesh`` meshes have Explicit axes: shardings live in the array types."""
+    mesh = jax.make_mesh((2, 4), ("x", "y"))
+    assert jax.sharding.AxisType.Explicit in mesh.axis_types
+    rng = np.random.default_rng(3)
+    host = [rng.standard_normal(s).astype(np.float32) for s in [(64, 32), (16, 8), (8,)]]
+    specs = [P("x", "y"), P(), P("y")]
+    placed = [jax.device_put(x, NamedSharding(mesh, s)) for x, s in zip(host, specs, strict=True)]
+    params = {f"l{i}": {"kernel": x} for i, x in enumerate(placed)}
+    prunable = lambda name, x: np.ndim(x) >= 1  # noqa: E731 - every leaf, the 1-D one included
+    expected = oracle_global([np.abs(x) for x in host], 0.9, floor=6)
+    min_keep = 6
+
+    def select(p):
+        return jp.global_mask(
+            jp.scores.magnitude(p), 0.9, min_keep, prunable=prunable, method=method
+        )
+
+    for masks in (select(params), jax.jit(select)(params)):
+        assert_same([masks[f"l{i}"]["kernel"] for i in range(3)], expected)
+        for i, x in enumerate(placed):
+            assert masks[f"l{i}"]["kernel"].sharding.is_equivalent_to(x.sharding, x.ndim)
+    layerwise = jp.layerwise_mask(
+        jp.scores.magnitude(params),
+        {"l0/kernel": 0.5, "l1/kernel": 0.75, "l2/kernel": 0.25},
+        prunable=prunable,
+    )
+    for i, (s, x) in enumerate(zip([0.5, 0.75, 0.25], host, strict=True)):
+        assert_same(
+            [layerwise[f"l{i}"]["kernel"]],
+            [oracle_top(np.abs(x).ravel(), n_keep(s, x.size)).reshape(x.shape)],
+        )
+
+
 def test_lenet300_min_threshold_keeps_5324_on_8_devices(mesh_1d):
     shapes = [(784, 300), (300, 100), (100, 10)]
     rng = np.random.default_rng(0)

@@ -1,10 +1,15 @@
-"""Shared pieces of the experiment configs (not a config itself: no ``get_config``).
+"""Shared pieces of the experiment configs in ``configs/`` (not a config itself: no ``get_config``).
+
+They live in the package, next to :mod:`jaxprune.configs.default`, so that a config file loads
+from any working directory (``--config /abs/path/configs/x.py``).
 
 * :func:`parse_arg`: the comma-separated ``--config configs/x.py:ARG`` argument (a variant and/or
   ``smoke``), with the error every config gives for anything else.
 * :func:`cifar_sgd`: the CIFAR-10 recipe of Liu et al. / Su et al. (SGD with momentum 0.9,
   0.1 divided by 10 at 50% and 75% of 160 epochs, batch 64, weight decay 1e-4).
 * :func:`cifar_smoke`: a tiny synthetic CIFAR-shaped run of a few steps (tests).
+* :data:`SANITY_METHODS` / :func:`apply_sanity_method`: the pruning-at-init methods of Su et al.'s
+  sanity checks (``configs/*_sanity.py``), as ``pruning.score`` / ``selection`` / ``quota``.
 """
 
 from collections.abc import Sequence
@@ -64,4 +69,25 @@ def cifar_smoke(config, width: float = 0.125):
     config.training.checkpoint_every = 8
     config.pruning.synflow_rounds = 5
     config.pruning.score_batch_size = 32
+    return config
+
+
+# Pruning-at-init method -> (pruning.score, pruning.selection); layerwise ones get smart-ratio
+# quotas.
+SANITY_METHODS = {
+    "snip": ("snip", "global"),
+    "grasp": ("grasp", "global"),
+    "synflow": ("synflow", "global"),
+    "magnitude": ("magnitude", "global"),
+    "random_ticket": ("random", "layerwise"),
+    "hybrid_ticket": ("magnitude", "layerwise"),
+}
+
+
+def apply_sanity_method(config, method):
+    """Sets ``pruning.score`` / ``selection`` / ``quota`` for one of ``SANITY_METHODS``."""
+    if method not in SANITY_METHODS:
+        raise ValueError(f"unknown pruning method {method!r}; known: {sorted(SANITY_METHODS)}")
+    config.pruning.score, config.pruning.selection = SANITY_METHODS[method]
+    config.pruning.quota = "smart_ratio" if config.pruning.selection == "layerwise" else "uniform"
     return config
