@@ -6,23 +6,36 @@
 
 The config is locked: overriding a field that does not exist is an error. Rerunning a command
 with the same ``--workdir`` resumes the run from its newest checkpoint.
+
+Exit codes: 0 done; 2 a config or usage error (one line on stderr; ``--verbosity=1`` adds the
+traceback); 1 a run that failed (divergence, a damaged checkpoint, a target not reached, a
+locked workdir); 130 / 143 stopped by SIGINT / SIGTERM after saving a checkpoint (rerun the
+same command to resume).
 """
 
 import logging as std_logging
+import sys
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxprune import training
-
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, summary and plots.")
+flags.DEFINE_bool(
+    "restart",
+    False,
+    "Start over (new run id, the config may change) when the run has no checkpoint left; its "
+    "metrics, summary, plots and config.json are deleted, other files stay.",
+)
 config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (configs/*.py[:arg]).", lock_config=True
 )
 flags.mark_flags_as_required(["config", "workdir"])
+
+USAGE_ERROR = 2
+RUN_FAILED = 1
 
 
 def _not_orbax_info(record: std_logging.LogRecord) -> bool:
@@ -30,15 +43,63 @@ def _not_orbax_info(record: std_logging.LogRecord) -> bool:
     return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
 
 
+def _fail(code: int, message: str) -> None:
+    """Prints one line on stderr and exits (with the traceback first under --verbosity>=1)."""
+    if FLAGS.verbosity >= 1:
+        raise  # noqa: PLE0704 - re-raise the exception being handled, with its traceback
+    first = " ".join(str(message).split("\n")[0].split()) if message else "error"
+    print(f"jaxprune: error: {first}", file=sys.stderr)
+    sys.exit(code)
+
+
 def main(argv):
     """Runs ``training.train_and_evaluate`` on the parsed config."""
     if len(argv) > 1:
         raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
+    from jaxprune import training
+    from jaxprune.data.tfds_source import DatasetNotPreparedError
+    from jaxprune.training import runner
+
     logging.get_absl_handler().addFilter(_not_orbax_info)
     logging.info("JAX process %d/%d", jax.process_index(), jax.process_count())
     logging.info("JAX devices: %r", jax.devices())
-    training.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    try:
+        config = FLAGS.config
+        config.get("flow")  # ml_collections loads the file lazily: fail here, as a usage error
+    except OSError as e:
+        _fail(USAGE_ERROR, " ".join(str(e).split()))
+    try:
+        if not (FLAGS.workdir or "").strip():
+            raise ValueError("--workdir is empty; give the run directory")
+        training.train_and_evaluate(config, FLAGS.workdir, restart=FLAGS.restart)
+    except runner.RunInterrupted as stopped:
+        print(f"jaxprune: {stopped}", file=sys.stderr)
+        sys.exit(stopped.exit_code)
+    except (
+        FloatingPointError,
+        training.CheckpointError,
+        runner.TargetNotReachedError,
+        RuntimeError,
+    ) as e:
+        _fail(RUN_FAILED, str(e))
+    except (ValueError, TypeError, KeyError, DatasetNotPreparedError) as e:
+        _fail(USAGE_ERROR, e.args[0] if isinstance(e, KeyError) and e.args else str(e))
+
+
+def _parse_flags(argv):
+    """Absl flag parsing with config errors as one line and exit code 2."""
+    try:
+        return FLAGS(argv)
+    except (flags.Error, AttributeError, KeyError, ValueError, TypeError) as e:
+        # A misspelt --config.FIELD raises AttributeError with ml_collections' "Did you mean".
+        text = e.args[0] if isinstance(e, AttributeError | KeyError) and e.args else str(e)
+        text = str(text).replace("\\n", " ").replace("\\", "").replace("'", "")
+        token = text.split()[0] if text.split() else ""
+        where = next((a.split("=")[0] for a in argv[1:] if f".{token}" in a.split("=")[0]), "")
+        prefix = f"{where}: no such config field; " if where and "Did you" in text else ""
+        print(f"jaxprune: error: {prefix}{' '.join(text.split())}", file=sys.stderr)
+        sys.exit(USAGE_ERROR)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

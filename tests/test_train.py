@@ -20,7 +20,7 @@ import pytest
 import jaxprune as jp
 from configs import lenet300_mnist_gmp
 from jaxprune import data, models, training
-from jaxprune.training import checkpoint, flows, sharding, steps
+from jaxprune.training import checkpoint, flows, run_config, sharding, steps
 from jaxprune.training import state as state_lib
 
 REPO = Path(__file__).resolve().parents[1]
@@ -209,10 +209,16 @@ def test_rerun_refuses_a_different_config(smoke_run):
 
 def test_checkpoint_of_another_config_is_refused(smoke_run, tmp_path):
     workdir, _ = smoke_run
-    # Same checkpoints, no config.json: the config stored in the checkpoint still guards.
+    config = _smoke_config(**{"model.width": 0.5})
     os.symlink(workdir / "checkpoints", tmp_path / "checkpoints")
+    with pytest.raises(ValueError, match=r"holds no jaxprune run .*contains checkpoints"):
+        training.train_and_evaluate(config, tmp_path)  # checkpoints alone are not a run
+    # Same checkpoints under a marker of this config, no config.json: the checkpoint still guards.
+    config_hash = run_config.config_hash(run_config.config_to_dict(config))
+    marker = {"run_id": "x", "config_hash": config_hash}
+    (tmp_path / "jaxprune_run.json").write_text(json.dumps(marker))
     with pytest.raises(ValueError, match=r"checkpoint .*model\.width: 1\.0 -> 0\.5"):
-        training.train_and_evaluate(_smoke_config(**{"model.width": 0.5}), tmp_path)
+        training.train_and_evaluate(config, tmp_path)
 
 
 def test_checkpoint_with_other_shapes_is_refused(tmp_path):

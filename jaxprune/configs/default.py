@@ -84,6 +84,9 @@ def get_config(arg=None):
     config.training.weight_decay = 0.0
     # Log train metrics (metrics.jsonl, progress bar, NaN check) every this many steps.
     config.training.log_every = 100
+    # Stop as diverged when a logged train loss exceeds this multiple of the phase's first step's
+    # loss (besides NaN/inf, which always stop); the last good checkpoint is kept. 0 = off.
+    config.training.divergence_factor = 1000.0
     # Evaluate on the test split every this many steps (0 = only at the end of each phase).
     config.training.eval_every = 0
     # Save a checkpoint every this many steps (0 = only at the end of each phase).

@@ -116,6 +116,10 @@ def open_source(tfds_name: str, split: str, data_dir: str | None = None) -> Any:
         return tfds.data_source(tfds_name, split=split, data_dir=data_dir, download=False)
     except (NotImplementedError, FileNotFoundError, AssertionError) as e:
         raise DatasetNotPreparedError(_prepare_hint(tfds_name, shown_dir)) from e
+    except KeyError as e:  # tfds: "Trying to access `splits['train']` but `splits` is empty"
+        if "splits" not in str(e):
+            raise
+        raise DatasetNotPreparedError(_prepare_hint(tfds_name, shown_dir)) from e
 
 
 def _num_classes(source: Any) -> int:

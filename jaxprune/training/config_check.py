@@ -113,6 +113,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _number("training.momentum", training.momentum, low=0, high=1, high_open=True)
     _number("training.weight_decay", training.weight_decay, low=0)
     _number("training.log_every", training.log_every, low=1, integer=True)
+    _number("training.divergence_factor", training.get("divergence_factor", 0.0), low=0)
     _number("training.eval_every", training.eval_every, low=0, integer=True)
     _number("training.checkpoint_every", training.checkpoint_every, low=0, integer=True)
     _number("training.keep_checkpoints", training.keep_checkpoints, low=1, integer=True)

@@ -111,6 +111,8 @@ class RunContext:
         self.carry: dict[str, PyTree] = {}
         # Weights that replace the initial ones (config.init_from), set by the runner.
         self.start_variables: PyTree | None = None
+        # Per phase: the loss of its first step (divergence reference; kept in checkpoint meta).
+        self.loss_reference: dict[str, float] = {}
         self._eval_steps: dict[Any, Any] = {}
         self._dense_flops: flops_lib.FlopsReport | None = None
         self.use_model(self.fns)
@@ -328,9 +330,11 @@ class RunContext:
         """Wall time of the run so far, including earlier (interrupted) invocations."""
         return self.elapsed_before + time.time() - self.start_time
 
-    def meta(self, phase_index: int) -> dict[str, Any]:
+    def meta(self, phase_index: int, window: list | None = None) -> dict[str, Any]:
         """JSON meta stored next to a checkpoint."""
         return {
+            "window": window or [],
+            "loss_reference": dict(self.loss_reference),
             "phase": self.phases[phase_index].name,
             "phase_index": phase_index,
             "phase_steps": [p.num_steps for p in self.phases],
@@ -339,14 +343,26 @@ class RunContext:
             "config": self.config_dict,
         }
 
-    def save(self, step: int, state: state_lib.TrainState, phase_index: int, loss=None) -> None:
-        """Checkpoints ``state`` (and ``carry``) unless it holds NaN/inf (then raises)."""
+    def save(
+        self,
+        step: int,
+        state: state_lib.TrainState,
+        phase_index: int,
+        loss=None,
+        window: list | None = None,
+    ) -> None:
+        """Checkpoints ``state`` (and ``carry``) unless it holds NaN/inf (then raises).
+
+        ``window``: the per-step train metrics not yet logged (restored on resume, so the next
+        log line averages the same steps as in an uninterrupted run).
+        """
         finite = bool(_all_finite(state.params))
         if loss is not None:
             finite = finite and math.isfinite(float(loss))
         if not finite:
             self.nan_error(step, "params or loss")
-        self.ckpt.save(step, state, self.meta(phase_index), carry=self.carry)
+        self.writer.flush()  # the records this checkpoint covers are on disk before it
+        self.ckpt.save(step, state, self.meta(phase_index, window), carry=self.carry)
 
     def nan_error(self, step: int, what: str) -> None:
         """Raises FloatingPointError naming the step and the last good checkpoint."""
@@ -357,7 +373,9 @@ class RunContext:
             if last is not None
             else "no checkpoint had been written yet"
         )
+        # `what` ending in ':' is a full statement ("the loss ... is over ..."); else a noun.
+        problem = what[:-1] if what.endswith(":") else f"{what} not finite"
         raise FloatingPointError(
-            f"training diverged: {what} not finite at step {step}; stopping ({kept}). "
+            f"training diverged: {problem} at step {step}; stopping ({kept}). "
             "Lower training.learning_rate or check the data."
         )

@@ -1,5 +1,11 @@
-"""PNG plots of a run (matplotlib, Agg backend): learning curve, per-layer (effective) sparsity."""
+"""PNG plots of a run (matplotlib, Agg backend): learning curve, per-layer (effective) sparsity.
 
+Each figure is rendered in memory and written with ``workdir.atomic_write_bytes`` (a temporary
+file in the same folder, then ``os.replace``): a reader or a crash never sees half a PNG, and the
+bytes are those ``fig.savefig(path)`` would write.
+"""
+
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -9,6 +15,19 @@ import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from jaxprune.training import workdir as workdir_lib  # noqa: E402
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    """Writes ``fig`` to ``path`` atomically (format from the suffix, PNG by default)."""
+    buffer = io.BytesIO()
+    try:
+        fig.tight_layout()
+        fig.savefig(buffer, dpi=100, format=path.suffix.lstrip(".").lower() or "png")
+    finally:
+        plt.close(fig)
+    return workdir_lib.atomic_write_bytes(path, buffer.getvalue())
 
 
 def plot_learning_curve(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
@@ -24,7 +43,6 @@ def plot_learning_curve(records: Sequence[dict[str, Any]], path: str | Path) -> 
       The path written.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
     train = [r for r in records if "train_loss" in r]
     test = [r for r in records if "test_accuracy" in r]
@@ -47,10 +65,7 @@ def plot_learning_curve(records: Sequence[dict[str, Any]], path: str | Path) -> 
         ax.grid(alpha=0.3)
         for step in boundaries:
             ax.axvline(step, color="gray", ls="--", lw=1)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_layer_sparsity(layers: dict[str, dict[str, Any]], path: str | Path) -> Path:
@@ -65,7 +80,6 @@ def plot_layer_sparsity(layers: dict[str, dict[str, Any]], path: str | Path) -> 
       The path written.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     names = list(layers)
     values = [layers[n]["sparsity"] for n in names]
     fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(names) + 2), 4))
@@ -75,10 +89,7 @@ def plot_layer_sparsity(layers: dict[str, dict[str, Any]], path: str | Path) -> 
     ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
     ax.set(ylabel="sparsity (pruned fraction)", ylim=(0, 1.15), title="Per-layer sparsity")
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_effective_sparsity(layers: dict[str, dict[str, Any]], path: str | Path) -> Path:
@@ -96,7 +107,6 @@ def plot_effective_sparsity(layers: dict[str, dict[str, Any]], path: str | Path)
       KeyError: if a layer has no ``effective_sparsity`` (report made without an effective mask).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     names = list(layers)
     for name in names:
         if "effective_sparsity" not in layers[name]:
@@ -120,7 +130,4 @@ def plot_effective_sparsity(layers: dict[str, dict[str, Any]], path: str | Path)
     )
     ax.legend(loc="lower right")
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -2,14 +2,18 @@
 
 Fields that cannot change the trained weights (logging/eval/checkpoint cadence, the tfds data
 directory, the debug stop step) may differ between the original run and a resumed one; any
-other difference refuses to resume and names the fields.
+other difference refuses to resume and names the fields. ``config_hash`` digests the same
+fields (the run marker of ``workdir.py`` stores it); ``config.json`` is written atomically.
 """
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import ml_collections
+
+from jaxprune.training import workdir as workdir_lib
 
 # Dotted config fields that do not affect the result of training.
 IGNORED_ON_RESUME = frozenset(
@@ -20,6 +24,7 @@ IGNORED_ON_RESUME = frozenset(
         "training.keep_checkpoints",
         "dataset.data_dir",
         "debug.stop_at_step",
+        "training.divergence_factor",
     }
 )
 
@@ -38,6 +43,36 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def _canonical(value: Any) -> Any:
+    """``value`` with integral floats as ints, so that values equal under ``==`` hash equal."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    return value
+
+
+def config_hash(config_dict: dict[str, Any]) -> str:
+    """``'sha256:<hex>'`` of the fields of ``config_dict`` that matter for the result.
+
+    Fields in ``IGNORED_ON_RESUME`` are left out, and key order does not matter, so two configs
+    hash equal exactly when ``config_differences`` finds nothing between them (up to ``1 == 1.0``
+    style equalities, which hash equal too).
+
+    Args:
+      config_dict: a config as a (nested) JSON-compatible dict (``config_to_dict``).
+    """
+    flat = {
+        name: _canonical(value)
+        for name, value in _flatten(config_dict).items()
+        if name not in IGNORED_ON_RESUME
+    }
+    text = json.dumps(flat, sort_keys=True, separators=(",", ":"), default=repr)
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -86,5 +121,4 @@ def write_or_check_config(workdir: str | Path, config_dict: dict[str, Any]) -> N
         except json.JSONDecodeError as e:
             raise ValueError(f"{path} is not valid JSON ({e}); cannot resume this run") from e
         check_same_config(stored, config_dict, str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(config_dict, indent=2, sort_keys=True) + "\n")
+    workdir_lib.atomic_write_text(path, json.dumps(config_dict, indent=2, sort_keys=True) + "\n")

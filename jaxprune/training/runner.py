@@ -16,8 +16,11 @@ are means over the steps since the previous log line, so they also match exactly
 restored checkpoint.
 """
 
+import contextlib
 import math
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,7 @@ import numpy as np
 import tqdm
 from absl import logging
 
+import jaxprune as jp
 from jaxprune.data import prefetch
 from jaxprune.training import (
     checkpoint,
@@ -35,16 +39,44 @@ from jaxprune.training import (
     init_from,
     metrics,
     plots,
+    prechecks,
     run_config,
     sharding,
 )
 from jaxprune.training import state as state_lib
+from jaxprune.training import workdir as workdir_lib
 from jaxprune.training.context import RunContext
 from jaxprune.training.result import RunResult, format_table, restore_plan
 
 
 class RunStopped(Exception):
     """Raised internally when ``debug.stop_at_step`` is reached."""
+
+
+class RunInterrupted(Exception):
+    """SIGINT / SIGTERM stopped the run after saving a checkpoint at ``step``.
+
+    Attributes:
+      signum: the signal.
+      step: the step of the checkpoint it saved.
+      exit_code: 128 + the signal number (130 for SIGINT, 143 for SIGTERM).
+    """
+
+    def __init__(self, signum: int, step: int, workdir: Path):
+        self.signum, self.step, self.exit_code = signum, step, 128 + signum
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"{name}: stopped at step {step} after saving a checkpoint in {workdir}; rerun the "
+            "same command to resume"
+        )
+
+
+class TargetNotReachedError(RuntimeError):
+    """The run ended with fewer weights pruned than its target sparsity asks for."""
+
+
+class RestartRequiredError(ValueError):
+    """``metrics.jsonl`` shows progress, but no checkpoint is left to resume from."""
 
 
 class Runner:
@@ -57,12 +89,18 @@ class Runner:
         self.first_index = 0
         # (phase, step) of the test evaluations already in metrics.jsonl (rebuilt on resume).
         self.evaluated: set[tuple[str, int]] = set()
+        self.restart = False
+        # The signal that asked the run to stop (None while running).
+        self.interrupted: int | None = None
+        # Per-step train metrics since the last log line (kept in checkpoint meta for resume).
+        self.window: list[dict[str, Any]] = []
         if config.init_from:
             source = init_from.load(config.init_from, config, self.ctx)
             self.ctx.start_variables = source.variables
             if self.flow.init_from_skips_first_phase:
                 self.first_index = 1
                 self.source = source
+        prechecks.run_all(self.ctx, self.flow)
 
     # ---- phases ---------------------------------------------------------------------------
 
@@ -111,7 +149,6 @@ class Runner:
             put=lambda batch: sharding.shard_batch(batch, ctx.mesh),
             limit=phase.end - step,
         )
-        window: list[dict[str, jax.Array]] = []
         progress.set_description(phase.name)
         last_metrics: dict[str, Any] = {}
         try:
@@ -119,16 +156,19 @@ class Runner:
                 state, step_metrics = train_step(state, next(batches))
                 step += 1
                 step_metrics = self.flow.after_step(ctx, index, step, state, step_metrics)
-                window.append(step_metrics)
+                self.window.append(step_metrics)
                 progress.update(1)
                 last_metrics = step_metrics
                 if step % cfg.log_every == 0 or step == phase.end:
-                    self.log_train(step, phase, window, schedule, progress)
-                    window = []
+                    self.log_train(step, phase, schedule, progress)
                 if step < phase.end and cfg.eval_every and step % cfg.eval_every == 0:
                     ctx.writer.write(step, phase.name, **ctx.evaluate(state))
                 if step < phase.end and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                    ctx.save(step, state, index, loss=last_metrics["loss"])
+                    self.save(step, state, index, loss=last_metrics["loss"])
+                if self.interrupted is not None:
+                    self.save(step, state, index, loss=last_metrics["loss"])
+                    ctx.ckpt.wait()
+                    raise RunInterrupted(self.interrupted, step, ctx.workdir)
                 if self.config.debug.stop_at_step and step >= self.config.debug.stop_at_step:
                     raise RunStopped(step)
         finally:
@@ -138,15 +178,30 @@ class Runner:
             ctx.writer.write(step, phase.name, **result)
             logging.info("end of phase %s at step %d: %s", phase.name, step, result)
         if index == len(ctx.phases) - 1:
-            ctx.save(step, state, index)
+            self.save(step, state, index)
         return state
 
-    def log_train(self, step, phase, window, schedule, progress) -> None:
-        """Writes the mean train metrics of ``window``; stops on a non-finite loss."""
-        host = jax.device_get(window)
+    def save(self, step: int, state, index: int, loss=None) -> None:
+        """Checkpoints ``state`` with the unlogged train metrics of the current log window."""
+        window = [{k: float(v) for k, v in m.items()} for m in jax.device_get(self.window)]
+        self.ctx.save(step, state, index, loss=loss, window=window)
+
+    def log_train(self, step, phase, schedule, progress) -> None:
+        """Writes the mean train metrics of the window; stops on a non-finite or diverged loss."""
+        host = jax.device_get(self.window)
+        self.window = []
         means = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
         if not math.isfinite(means["loss"]):
             self.ctx.nan_error(step, f"the training loss ({means['loss']})")
+        reference = self.ctx.loss_reference.setdefault(phase.name, float(host[0]["loss"]))
+        factor = self.config.training.get("divergence_factor", 0.0)
+        if factor and reference > 0 and means["loss"] > factor * reference:
+            self.ctx.nan_error(
+                step,
+                f"the training loss ({means['loss']:.4g}) is over "
+                f"training.divergence_factor={factor:g} times the phase's first loss "
+                f"({reference:.4g}):",
+            )
         lr = float(schedule(step - phase.start - 1))
         extra = {"train_penalty": means["penalty"]} if "penalty" in means else {}
         self.ctx.writer.write(
@@ -169,6 +224,26 @@ class Runner:
             lr,
         )
 
+    @contextlib.contextmanager
+    def stop_on_signals(self):
+        """SIGINT / SIGTERM ask the train loop to checkpoint and stop; a second one aborts."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            if self.interrupted is not None:
+                raise KeyboardInterrupt
+            self.interrupted = signum
+            logging.warning("%s: saving a checkpoint at the next step", signal.Signals(signum).name)
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
     # ---- resume ---------------------------------------------------------------------------
 
     def resume(self) -> tuple[int, state_lib.TrainState | None]:
@@ -176,6 +251,14 @@ class Runner:
         ctx = self.ctx
         latest = ctx.ckpt.latest_step()
         if latest is None:
+            records = ctx.writer.read()
+            if records and not self.restart:
+                raise RestartRequiredError(
+                    f"{ctx.writer.path} records progress up to step "
+                    f"{max(r['step'] for r in records)}, but {ctx.ckpt.directory} holds no "
+                    "checkpoint to resume from; pass --restart (train_and_evaluate(..., "
+                    "restart=True)) to discard those records and start over"
+                )
             ctx.writer.truncate_after(-1)
             return self.first_index, None
         where = ctx.ckpt.directory / str(latest)
@@ -189,6 +272,8 @@ class Runner:
         if int(state.step) != latest:
             raise checkpoint.CheckpointError(f"checkpoint {where} holds step {int(state.step)}")
         ctx.carry = ctx.ckpt.restore_carry(latest)
+        ctx.loss_reference = dict(meta.get("loss_reference") or {})
+        self.window = [{k: np.float32(v) for k, v in m.items()} for m in meta.get("window") or []]
         ctx.elapsed_before = float(meta.get("elapsed_s", 0.0))
         ctx.writer.truncate_after(latest)
         self.evaluated = {
@@ -224,6 +309,8 @@ class Runner:
             }
         if self.config.init_from:
             extra["init_from"] = self.config.init_from
+        target = self.flow.target_sparsity(self.config)
+        extra["target_reached"] = self.target_reached(target, report)
         summary = {
             **extra,
             "model": self.config.model.name,
@@ -239,6 +326,18 @@ class Runner:
             "devices": [str(d) for d in ctx.mesh.devices.flat],
         }
         return summary, report, records
+
+    def target_reached(self, target: float | None, report: Any) -> bool:
+        """Whether the final masks prune at least the target (the kept budget, up to rounding).
+
+        Global selection keeps exactly ``n_keep_for(target, N)``; a layerwise quota rounds per
+        layer, so each layer may keep one more. An effective target is met by its search.
+        """
+        if target is None or self.config.pruning.target == "effective":
+            return True
+        kept, total = report.kept, report.total
+        slack = len(report.layers) if self.config.pruning.selection == "layerwise" else 0
+        return kept <= jp.n_keep_for(target, total) + slack
 
     def run(self) -> RunResult:
         """Runs (or resumes) every phase; writes summary, plots and the table."""
@@ -260,14 +359,21 @@ class Runner:
             dynamic_ncols=True,
         )
         try:
-            for i in range(index, len(ctx.phases)):
-                if fresh or i > index:
-                    state = self.start_phase(i, state)
-                state = self.run_phase(i, state, progress)
+            with self.stop_on_signals():
+                for i in range(index, len(ctx.phases)):
+                    if fresh or i > index:
+                        state = self.start_phase(i, state)
+                    state = self.run_phase(i, state, progress)
         finally:
             progress.close()
         summary, report, records = self.summary(state)
         metrics.write_summary(ctx.workdir, summary)
+        if not summary["target_reached"]:
+            raise TargetNotReachedError(
+                f"the run ended at sparsity {report.sparsity:.6f} ({report.kept} of "
+                f"{report.total} prunable weights kept), below its target "
+                f"{summary['target_sparsity']}; see {ctx.workdir / 'summary.json'}"
+            )
         plots.plot_learning_curve(records, ctx.workdir / "plots" / "learning_curve.png")
         plots.plot_layer_sparsity(report.layers, ctx.workdir / "plots" / "layer_sparsity.png")
         plots.plot_effective_sparsity(
@@ -286,7 +392,9 @@ class Runner:
         )
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> RunResult:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str | Path, *, restart: bool = False
+) -> RunResult:
     """Trains, prunes and fine-tunes as ``config.flow`` says; resumes from ``workdir``.
 
     Args:
@@ -294,6 +402,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
       workdir: run directory; gets ``config.json``, ``metrics.jsonl``, ``summary.json``,
         ``checkpoints/`` and ``plots/``. If it already holds a run of the same config, that run
         is resumed from its newest checkpoint.
+      restart: start over when ``metrics.jsonl`` shows progress but no checkpoint is left
+        (otherwise an error).
 
     Returns:
       A ``RunResult`` with the summary (also in ``summary.json``), the final variables and
@@ -305,14 +415,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
       CheckpointError: for an unreadable or mismatched checkpoint.
       FloatingPointError: when the loss or the params become NaN/inf.
     """
+    workdir = workdir_lib.check_workdir_path(workdir)  # before anything else: '' is not '.'
     config_check.validate_config(config)
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    runner = Runner(config, workdir)
-    try:
-        return runner.run()
-    except RunStopped as stopped:
-        logging.info("debug.stop_at_step reached at step %s", stopped.args[0])
-        return RunResult(workdir=workdir, config=config, stopped_at_step=int(stopped.args[0]))
-    finally:
-        runner.ctx.ckpt.close()
+    with workdir_lib.open_workdir(
+        workdir,
+        run_config.config_to_dict(config),
+        restart=restart,
+        is_writer=jax.process_index() == 0,
+    ) as run_dir:
+        logging.info("run %s in %s", run_dir.run_id, run_dir.path)
+        runner = Runner(config, workdir)
+        runner.restart = restart
+        try:
+            return runner.run()
+        except RunStopped as stopped:
+            logging.info("debug.stop_at_step reached at step %s", stopped.args[0])
+            return RunResult(workdir=workdir, config=config, stopped_at_step=int(stopped.args[0]))
+        finally:
+            runner.ctx.ckpt.close()  # pending Orbax saves finish before the lock is released

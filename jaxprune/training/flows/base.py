@@ -106,6 +106,9 @@ class Flow:
     def check(self, config: ml_collections.ConfigDict) -> None:
         """Raises ValueError naming a config field this flow cannot run with."""
 
+    def precheck(self, ctx: Any) -> None:
+        """Checks that need the model and the phase plan (``ctx``), run before training."""
+
     def phases(self, config: ml_collections.ConfigDict, steps_per_epoch: int) -> list[Phase]:
         """The phases in execution order, with their global step ranges."""
         raise NotImplementedError

@@ -11,7 +11,7 @@ import jax
 from absl import logging
 
 import jaxprune as jp
-from jaxprune.training import prune, steps
+from jaxprune.training import prechecks, prune, steps
 from jaxprune.training.flows import register
 from jaxprune.training.flows.base import Flow, training_phase
 
@@ -35,28 +35,64 @@ class Gradual(Flow):
                 "or 'prune_at_init'), got flow='gradual'"
             )
 
+    def precheck(self, ctx):
+        """The schedule lies inside the run, and its score traces inside the jitted step."""
+        block = ctx.config.pruning.schedule
+        end = ctx.phases[0].end
+        last = block.end_step if block.type != "one_shot" else block.begin_step
+        if last >= end:
+            field = "end_step" if block.type != "one_shot" else "begin_step"
+            raise ValueError(
+                f"pruning.schedule.{field}={last} is not inside the run ({end} steps): the "
+                f"last mask update would never happen and the run would end below "
+                f"final_sparsity={block.final_sparsity}; use a {field} < {end}"
+            )
+        if block.type == "polynomial" and block.begin_step >= block.end_step:
+            raise ValueError(
+                f"pruning.schedule.begin_step={block.begin_step} must be < "
+                f"end_step={block.end_step} for a polynomial schedule"
+            )
+        params = jax.device_get(ctx.init_params())
+        mask_fn = self._mask_fn(ctx, end)
+        batch = {
+            "image": jax.ShapeDtypeStruct((2, *ctx.ds.input_shape), "float32"),
+            "label": jax.ShapeDtypeStruct((2,), "int32"),
+        }
+        prechecks.trace_check(
+            lambda p, s, b: mask_fn(
+                p, s, key=jax.random.PRNGKey(0), batch=b, apply_fn=ctx.fns.eval_apply({})
+            ),
+            params,
+            jax.ShapeDtypeStruct((), "int32"),
+            batch,
+            what=f"pruning.score={ctx.config.pruning.score!r} (flow='gradual')",
+        )
+
+    def _mask_fn(self, ctx, num_steps):
+        pruning = ctx.config.pruning
+        schedule = prune.make_schedule(pruning.schedule)
+        params = jax.device_get(ctx.init_params())
+        order = None
+        if pruning.selection == "layerwise":
+            order = jp.layer_order(ctx.fns.eval_apply({}), params, ctx.sample_input)
+        return prune.traced_mask_fn(
+            pruning,
+            schedule,
+            params,
+            num_steps=num_steps,
+            order=order,
+            quota_kwargs=ctx.quota_kwargs(),
+            score_context={"init_params": ctx.init_params()},
+        )
+
     def phases(self, config, steps_per_epoch):
         """One phase, ``gradual``."""
         return [training_phase("gradual", config, 0, steps_per_epoch, prune=False)]
 
     def train_step(self, ctx, index, tx):
         """The masked step with the schedule's mask updates inside it."""
-        pruning = ctx.config.pruning
-        schedule = prune.make_schedule(pruning.schedule)
-        params = jax.device_get(ctx.init_variables())["params"]
-        order = None
-        if pruning.selection == "layerwise":
-            order = jp.layer_order(ctx.fns.eval_apply({}), params, ctx.sample_input)
-        score_context = {"init_params": ctx.init_params()}
-        mask_fn = prune.traced_mask_fn(
-            pruning,
-            schedule,
-            params,
-            num_steps=ctx.phases[index].end,
-            order=order,
-            quota_kwargs=ctx.quota_kwargs(),
-            score_context=score_context,
-        )
+        schedule = prune.make_schedule(ctx.config.pruning.schedule)
+        mask_fn = self._mask_fn(ctx, ctx.phases[index].end)
         return steps.gradual_train_step_fn(ctx.fns.apply, tx, schedule, mask_fn)
 
     def after_step(self, ctx, index, step, state, metrics):
