@@ -83,7 +83,7 @@ def _short(error: Exception, limit: int = 300) -> str:
     full = str(error).strip()
     text = full.splitlines()[0] if full else type(error).__name__
     # TensorStore read errors: drop the spec dump, name the array (its key in the OCDBT store).
-    text = text.split(" See full TensorStore details")[0]
+    text = text.split(" See full TensorStore details")[0].rstrip(".")
     array = re.search(r"'path': '([\w.\-]+)/'", full)
     if array:
         text = f"{array.group(1)}: {text}"

@@ -89,7 +89,7 @@ class RunContext:
         self.config_dict = run_config.config_to_dict(config)
         self.writer = metrics.MetricsWriter(workdir)
         self.ckpt = checkpoint.Checkpointer(
-            workdir / "checkpoints", keep=config.training.keep_checkpoints
+            workdir / "checkpoints", keep=config.training.keep_checkpoints, config=self.config_dict
         )
         root = jax.random.PRNGKey(config.seed)
         self.state_key, self.prune_key = jax.random.split(root, 2)

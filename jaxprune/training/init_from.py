@@ -20,7 +20,6 @@ from typing import Any
 
 import jax
 import ml_collections
-import orbax.checkpoint as ocp
 
 from jaxprune.training import checkpoint, run_config, sharding
 from jaxprune.training import state as state_lib
@@ -93,26 +92,20 @@ def load(spec: str, config: ml_collections.ConfigDict, ctx: Any) -> Source:
                 f"{field}: the source run has {dotted}={theirs!r}, this run {ours!r}; "
                 "its weights do not fit"
             )
-    manager = ocp.CheckpointManager(
-        (workdir / "checkpoints").absolute(), item_names=("state", "meta")
-    )
+    source = checkpoint.Checkpointer(workdir / "checkpoints")
     try:
-        step, meta = _pick(manager, phase, field)
+        step, meta = _pick(source, phase, field)
         if meta.get("widths") is not None:
             raise ValueError(
                 f"{field}: the source weights at step {step} belong to a structurally pruned "
                 f"(narrowed) model with widths {meta['widths']}; start from its dense phase"
             )
         try:
-            restored = manager.restore(
-                step, args=ocp.args.Composite(state=ocp.args.StandardRestore())
-            )["state"]
-        except Exception as e:  # noqa: BLE001 - any read failure means a corrupt checkpoint
-            raise checkpoint.CheckpointError(
-                f"{field}: checkpoint {workdir / 'checkpoints' / str(step)} is unreadable: {e}"
-            ) from e
+            restored = source.restore_state(step, None)  # raw tree, every array verified
+        except checkpoint.CheckpointError as e:
+            raise checkpoint.CheckpointError(f"{field}: {e}") from e
     finally:
-        manager.close()
+        source.close()
     variables = jax.device_get(
         {"params": restored["params"], "batch_stats": restored.get("batch_stats") or {}}
     )
@@ -130,14 +123,14 @@ def load(spec: str, config: ml_collections.ConfigDict, ctx: Any) -> Source:
     return Source(workdir, step, meta.get("phase", "?"), variables)
 
 
-def _pick(manager: Any, phase: str | None, field: str) -> tuple[int, dict[str, Any]]:
+def _pick(source: Any, phase: str | None, field: str) -> tuple[int, dict[str, Any]]:
     """The source checkpoint: the end of ``phase``, or the end of the run."""
-    steps = sorted(manager.all_steps(), reverse=True)
+    steps = sorted(source.all_steps(), reverse=True)
     if not steps:
         raise ValueError(f"{field}: the source run has no checkpoint")
     seen = []
     for step in steps:
-        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        meta = source.restore_meta(step)
         lengths = meta.get("phase_steps") or []
         index = meta.get("phase_index", 0)
         ends = [sum(lengths[: i + 1]) for i in range(len(lengths))]
