@@ -7,6 +7,10 @@
 The config is locked: overriding a field that does not exist is an error. Rerunning a command
 with the same ``--workdir`` resumes the run from its newest checkpoint.
 
+Compiled XLA programs are cached on disk (``~/.cache/jaxprune/xla``; the environment variable
+``JAXPRUNE_COMPILATION_CACHE`` names another folder, or ``off``), so a second run of a config
+starts training seconds sooner; the cache changes no result.
+
 Exit codes: 0 done; 2 a config or usage error (one line on stderr; ``--verbosity=1`` adds the
 traceback); 1 a run that failed (divergence, a damaged checkpoint, a target not reached, a
 locked workdir); 130 / 143 stopped by SIGINT / SIGTERM after saving a checkpoint (rerun the
@@ -14,6 +18,7 @@ same command to resume).
 """
 
 import logging as std_logging
+import os
 import sys
 
 import jax
@@ -52,10 +57,23 @@ def _fail(code: int, message: str) -> None:
     sys.exit(code)
 
 
+def enable_compilation_cache() -> str | None:
+    """Turns on JAX's persistent compilation cache (``JAXPRUNE_COMPILATION_CACHE``); its path."""
+    path = os.environ.get("JAXPRUNE_COMPILATION_CACHE", "~/.cache/jaxprune/xla")
+    if path.strip().lower() in ("", "0", "off", "none"):
+        return None
+    path = os.path.expanduser(path)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path
+
+
 def main(argv):
     """Runs ``training.train_and_evaluate`` on the parsed config."""
     if len(argv) > 1:
         raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
+    enable_compilation_cache()
     from jaxprune import training
     from jaxprune.data.tfds_source import DatasetNotPreparedError
     from jaxprune.training import runner

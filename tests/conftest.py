@@ -4,8 +4,16 @@
 tests run in their own process, started by ``tests/test_multidevice.py`` with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` and ``JAXPRUNE_MULTIDEVICE=1``. The main
 session skips collecting them.
+
+Command-line runs started by tests (``python -m jaxprune.main``) share one persistent XLA
+compilation cache in the system temp folder instead of the user's ``~/.cache/jaxprune``.
 """
 
 import os
+import tempfile
+
+os.environ.setdefault(
+    "JAXPRUNE_COMPILATION_CACHE", os.path.join(tempfile.gettempdir(), "jaxprune-tests-xla")
+)
 
 collect_ignore = [] if os.environ.get("JAXPRUNE_MULTIDEVICE") == "1" else ["multidevice"]

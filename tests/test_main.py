@@ -1,6 +1,7 @@
 """Tests of the command line: `python -m jaxprune.main --config ... --workdir ...`."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,9 @@ def test_cli_runs_smoke_config_with_overrides(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     resumed = json.loads((tmp_path / "summary.json").read_text())
     assert resumed["phases"] == summary["phases"]
+    # The command line keeps compiled programs in JAXPRUNE_COMPILATION_CACHE (conftest.py).
+    cache = Path(os.environ["JAXPRUNE_COMPILATION_CACHE"])
+    assert cache.is_dir() and any(cache.iterdir())
 
 
 @pytest.mark.parametrize(

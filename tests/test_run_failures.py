@@ -182,9 +182,17 @@ _SIGNAL_CHILD = textwrap.dedent(
 )
 
 
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("clean")
+    return workdir, training.train_and_evaluate(_config(), workdir)
+
+
 @pytest.mark.parametrize("sig, at, code", [("SIGTERM", 37, 143), ("SIGINT", 73, 130)])
-def test_signal_saves_a_checkpoint_and_the_rerun_is_bit_identical(sig, at, code, tmp_path):
-    clean = training.train_and_evaluate(_config(), tmp_path / "clean")
+def test_signal_saves_a_checkpoint_and_the_rerun_is_bit_identical(
+    sig, at, code, clean_run, tmp_path
+):
+    clean_dir, clean = clean_run
     workdir = tmp_path / "signalled"
     child = subprocess.run(
         [
@@ -203,9 +211,7 @@ def test_signal_saves_a_checkpoint_and_the_rerun_is_bit_identical(sig, at, code,
     resumed = training.train_and_evaluate(_config(), workdir)
     jax.tree.map(np.testing.assert_array_equal, resumed.variables, clean.variables)
     jax.tree.map(np.testing.assert_array_equal, resumed.masks, clean.masks)
-    assert (workdir / "metrics.jsonl").read_text() == (
-        tmp_path / "clean" / "metrics.jsonl"
-    ).read_text()
+    assert (workdir / "metrics.jsonl").read_text() == (clean_dir / "metrics.jsonl").read_text()
 
 
 def _cli(*args, **kwargs):
