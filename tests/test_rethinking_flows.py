@@ -168,6 +168,8 @@ def test_slimming_penalty_and_threshold_on_vgg(tmp_path):
         ({"structured.skip": ("Conv_(",)}, r"structured\.skip has an invalid regex 'Conv_\('"),
         ({"structured.ratios": (("Conv", 2.0),)}, r"structured\.ratios\['Conv'\] must be in"),
         ({"scratch.budget_cap": 0.5}, r"scratch\.budget_cap must be in \[1, inf\], got 0\.5"),
+        ({"model.name": "resnet50"}, r"CIFAR resnet\{6n\+2\}\), got model\.name='resnet50'"),
+        ({"model.name": "mobilenet_v1"}, r"needs a model with channel groups"),
         (
             {"structured.method": "none", "flow": "scratch_b", "pruning.sparsity": 1.0},
             r"undefined at pruning\.sparsity=1",

@@ -1,9 +1,11 @@
-"""Flax Linen model zoo: LeNets, CIFAR VGG / ResNet / WRN, a registry and width helpers."""
+"""Flax Linen zoo: LeNets, CIFAR VGG / ResNet / WRN, ImageNet ResNet / MobileNet-V1, registry."""
 
 from jaxprune.models import channels
 from jaxprune.models.lenet import LeNet5, LeNet300
+from jaxprune.models.mobilenet import MobileNetV1
 from jaxprune.models.registry import get_model, model_names
 from jaxprune.models.resnet_cifar import BasicBlock, ResNet
+from jaxprune.models.resnet_imagenet import ResNetImageNet
 from jaxprune.models.vgg import VGG
 from jaxprune.models.width import count_params, matching_width
 from jaxprune.models.wrn import WideBasicBlock, WideResNet
@@ -13,7 +15,9 @@ __all__ = [
     "BasicBlock",
     "LeNet5",
     "LeNet300",
+    "MobileNetV1",
     "ResNet",
+    "ResNetImageNet",
     "WideBasicBlock",
     "WideResNet",
     "channels",
