@@ -45,6 +45,17 @@ def blocks_per_stage(depth: int) -> int:
     return (depth - 2) // 6
 
 
+def projection_shortcut(x, features, strides, *, train, linear, dtype):
+    """Projection shortcut: 1x1 conv + BatchNorm (``shortcut_conv`` / ``shortcut_norm``).
+
+    Called inside a ``compact`` block's ``__call__``.
+    """
+    y = nn.Conv(
+        features, (1, 1), strides=strides, use_bias=False, dtype=dtype, name="shortcut_conv"
+    )(x)
+    return layers.norm(y, train=train, linear=linear, dtype=dtype, name="shortcut_norm")
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 convs with BatchNorm and a residual connection (post-activation).
 
@@ -74,16 +85,8 @@ class BasicBlock(nn.Module):
         y = layers.norm(y, train=train, linear=self.linear, dtype=self.dtype)
         shortcut = x
         if self.strides != 1 or x.shape[-1] != self.features:
-            shortcut = nn.Conv(
-                self.features,
-                (1, 1),
-                strides=self.strides,
-                use_bias=False,
-                dtype=self.dtype,
-                name="shortcut_conv",
-            )(x)
-            shortcut = layers.norm(
-                shortcut, train=train, linear=self.linear, dtype=self.dtype, name="shortcut_norm"
+            shortcut = projection_shortcut(
+                x, self.features, self.strides, train=train, linear=self.linear, dtype=self.dtype
             )
         return layers.activation(y + shortcut, self.linear)
 

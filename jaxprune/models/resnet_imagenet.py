@@ -5,7 +5,8 @@ padding 1. Then four stages with 64, 128, 256, 512 base channels (the first bloc
 has stride 2), global average pool, ``Dense(num_classes)``. All convs are bias-free (each is
 followed by BatchNorm); BatchNorm as in ``layers`` (momentum 0.9, eps 1e-5).
 
-* ResNet-18/34: :class:`BasicBlock` (two 3x3 convs), 2-2-2-2 / 3-4-6-3 blocks per stage.
+* ResNet-18/34: the CIFAR ResNet's ``BasicBlock`` (two 3x3 convs), 2-2-2-2 / 3-4-6-3 blocks
+  per stage.
 * ResNet-50/101/152: :class:`Bottleneck` (1x1 -> 3x3 -> 1x1 with expansion 4), 3-4-6-3 /
   3-4-23-3 / 3-8-36-3 blocks. The stride sits on the 3x3 conv ("ResNet v1.5", torchvision),
   not on the first 1x1 conv as in the original paper; the parameter count is the same.
@@ -34,6 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxprune.models import layers
+from jaxprune.models.resnet_cifar import BasicBlock, projection_shortcut
 
 STEM_WIDTH = 64
 STAGE_WIDTHS = (64, 128, 256, 512)
@@ -47,46 +49,6 @@ CONFIGS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
     101: ("bottleneck", (3, 4, 23, 3)),
     152: ("bottleneck", (3, 8, 36, 3)),
 }
-
-
-def _shortcut(x, features, strides, *, train, linear, dtype):
-    """Projection shortcut (torchvision ``downsample``): 1x1 conv + BatchNorm, in ``compact``."""
-    y = nn.Conv(
-        features, (1, 1), strides=strides, use_bias=False, dtype=dtype, name="shortcut_conv"
-    )(x)
-    return layers.norm(y, train=train, linear=linear, dtype=dtype, name="shortcut_norm")
-
-
-class BasicBlock(nn.Module):
-    """Two 3x3 convs with BatchNorm and a residual connection (ResNet-18/34).
-
-    Attributes:
-      features: output channels (also the inner width).
-      strides: stride of the first conv and of the projection.
-      linear: effective-sparsity mode.
-      dtype: computation dtype.
-    """
-
-    features: int
-    strides: int = 1
-    linear: bool = False
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        """Returns the block output, NHWC with ``features`` channels."""
-        conv = dict(kernel_size=(3, 3), padding=1, use_bias=False, dtype=self.dtype)
-        y = nn.Conv(self.features, strides=self.strides, **conv)(x)
-        y = layers.norm(y, train=train, linear=self.linear, dtype=self.dtype)
-        y = layers.activation(y, self.linear)
-        y = nn.Conv(self.features, **conv)(y)
-        y = layers.norm(y, train=train, linear=self.linear, dtype=self.dtype)
-        shortcut = x
-        if self.strides != 1 or x.shape[-1] != self.features:
-            shortcut = _shortcut(
-                x, self.features, self.strides, train=train, linear=self.linear, dtype=self.dtype
-            )
-        return layers.activation(y + shortcut, self.linear)
 
 
 class Bottleneck(nn.Module):
@@ -124,7 +86,7 @@ class Bottleneck(nn.Module):
         y = layers.norm(y, **norm)
         shortcut = x
         if self.strides != 1 or x.shape[-1] != out_features:
-            shortcut = _shortcut(x, out_features, self.strides, **norm)
+            shortcut = projection_shortcut(x, out_features, self.strides, **norm)
         return layers.activation(y + shortcut, self.linear)
 
 

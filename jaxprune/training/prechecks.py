@@ -48,9 +48,7 @@ def check_min_threshold(ctx: Any, target: float, names: list[str], sizes: list[i
     if pruning.selection != "global" or pruning.min_keep_fraction <= 0:
         return
     total = sum(sizes)
-    floors = select.floors_for(
-        {"fraction_of_total": pruning.min_keep_fraction}, names, sizes, total
-    )
+    floors = select.floors_for(prune.min_keep_of(pruning), names, sizes, total)
     n_keep = jp.n_keep_for(target, total)
     if sum(floors) > n_keep:
         raise ValueError(

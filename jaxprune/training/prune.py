@@ -47,6 +47,26 @@ def quota_options(pruning: ml_collections.ConfigDict, model_name: str = "") -> d
     return {"ratio": block.ratio, "residual": bool(residual), "last_keep": block.last_keep}
 
 
+def min_keep_of(pruning: ml_collections.ConfigDict) -> dict[str, float] | None:
+    """The core's ``min_keep=`` for MT (``pruning.min_keep_fraction``; None when off)."""
+    if pruning.min_keep_fraction > 0:
+        return {"fraction_of_total": pruning.min_keep_fraction}
+    return None
+
+
+def _scores(pruning, params, key, batch, apply_fn, score_context) -> PyTree:
+    """``pruning.score`` of ``params``, offered the engine's score context."""
+    return jp.scores.call(
+        jp.scores.get(pruning.score),
+        params,
+        key=key,
+        batch=batch,
+        apply_fn=apply_fn,
+        prunable=prunable_spec(pruning),
+        **(score_context or {}),
+    )
+
+
 def compute_masks(
     pruning: ml_collections.ConfigDict,
     params: PyTree,
@@ -96,19 +116,9 @@ def compute_masks(
             rounds=pruning.synflow_rounds,
             prunable=prunable,
         )
-    scores = jp.scores.call(
-        jp.scores.get(pruning.score),
-        params,
-        key=key,
-        batch=batch,
-        apply_fn=apply_fn,
-        prunable=prunable,
-        **(score_context or {}),
-    )
+    scores = _scores(pruning, params, key, batch, apply_fn, score_context)
     if pruning.selection == "global":
-        min_keep = None
-        if pruning.min_keep_fraction > 0:
-            min_keep = {"fraction_of_total": pruning.min_keep_fraction}
+        min_keep = min_keep_of(pruning)
 
         def mask_fn(sparsity: float) -> PyTree:
             return jp.global_mask(scores, sparsity, min_keep=min_keep, prunable=prunable)
@@ -225,9 +235,7 @@ def traced_mask_fn(
     """
     prunable = prunable_spec(pruning)
     score_fn = jp.scores.get(pruning.score)
-    min_keep = None
-    if pruning.min_keep_fraction > 0:
-        min_keep = {"fraction_of_total": pruning.min_keep_fraction}
+    min_keep = min_keep_of(pruning)
     updates = schedule.update_steps(num_steps) or [schedule.begin_step]
     if schedule.initial_sparsity == schedule.final_sparsity:
         updates = updates[:1]
@@ -325,15 +333,7 @@ def nested_masks(
         weights in some layer than the previous round did).
     """
     prunable = prunable_spec(pruning)
-    scores = jp.scores.call(
-        jp.scores.get(pruning.score),
-        params,
-        key=key,
-        batch=batch,
-        apply_fn=apply_fn,
-        prunable=prunable,
-        **(score_context or {}),
-    )
+    scores = _scores(pruning, params, key, batch, apply_fn, score_context)
     kept_scores = [
         np.asarray(s, np.float32)[np.asarray(m, bool)]
         for s, m in zip(jax.tree.leaves(scores), jax.tree.leaves(previous_masks), strict=True)
@@ -345,9 +345,7 @@ def nested_masks(
         lambda s, m: jnp.where(m, jnp.asarray(s, jnp.float32), below), scores, previous_masks
     )
     if pruning.selection == "global":
-        min_keep = None
-        if pruning.min_keep_fraction > 0:
-            min_keep = {"fraction_of_total": pruning.min_keep_fraction}
+        min_keep = min_keep_of(pruning)
         masks = jp.global_mask(scores, sparsity, min_keep=min_keep, prunable=prunable)
     else:
         sparsities = jp.quotas.get(pruning.quota)(
