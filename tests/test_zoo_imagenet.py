@@ -199,3 +199,47 @@ def test_linear_mode_is_linear(model):
     assert jp.prunable_names(linear_shapes["params"]) == jp.prunable_names(variables["params"])
     assert _is_linear(linear_model, {"params": variables["params"]}, x)
     assert not _is_linear(model, variables, x)
+
+
+@pytest.mark.parametrize(
+    "name, published",
+    [("resnet50", 4.1e9), ("mobilenet_v1", 569e6)],  # Gupta et al. / Howard et al. MACs
+)
+def test_flops_at_224px_match_the_published_macs(name, published):
+    model = get_model(name, 1000)
+    x = jnp.zeros((1, 224, 224, 3))
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
+    params = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes["params"])
+    stats = jax.tree.map(lambda s: np.ones(s.shape, s.dtype), shapes["batch_stats"])
+    report = jp.flops_report(
+        lambda p, x: model.apply({"params": p, "batch_stats": stats}, x, train=False), params, x
+    )
+    assert abs(report.total_flops / published - 1) < 0.02, report.total_flops
+    assert report.total_flops == {"resnet50": 4_089_184_256, "mobilenet_v1": 568_740_352}[name]
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v1"])
+def test_effective_mask_on_the_imagenet_models(name):
+    model = get_model(name, 10, width=0.125)
+    # 64px leaves 2x2 maps at the last stage, where every 3x3 tap still sees a real pixel (on a
+    # 1x1 map only the centre tap would: the others are rightly not effective).
+    x = jnp.zeros((1, 64, 64, 3))
+    variables = jax.jit(lambda k: model.init(k, x, train=False))(jax.random.key(0))
+    params = variables["params"]
+
+    def apply_fn(p, x):
+        return model.apply({"params": p, "batch_stats": variables["batch_stats"]}, x, train=False)
+
+    def effective(mask):
+        emask = jp.effective_mask(apply_fn, params, mask, x)
+        for e, m in zip(jax.tree.leaves(emask), jax.tree.leaves(mask), strict=True):
+            assert not np.any(np.asarray(e) & ~np.asarray(m))  # a subset of the kept weights
+        return jp.sparsity_report(params, mask, effective_mask=emask)
+
+    dense = jax.tree.map(lambda p: np.ones(p.shape, bool), params)
+    full = effective(dense)
+    assert full.effective_kept == full.kept == full.total  # every weight on a path
+    # Every path ends in the classifier: without it no weight is effective.
+    cut = jax.tree.map(np.array, dense)
+    cut["Dense_0"]["kernel"][:] = False
+    assert effective(cut).effective_kept == 0
