@@ -68,7 +68,7 @@ import numpy as np
 import optax
 
 from jaxprune.pruning.select import check_bool_mask
-from jaxprune.pruning.tree import PyTree, layer_names
+from jaxprune.pruning.tree import PyTree, check_same_structure
 
 __all__ = ["MaskedState", "mask_moments", "masked", "masks_of", "set_masks"]
 
@@ -93,46 +93,6 @@ def _check_bool(masks: PyTree, what: str) -> None:
         check_bool_mask(masks, what)
     except ValueError as error:
         raise TypeError(str(error)) from None
-
-
-def _check_like(tree: PyTree, reference: PyTree, what: str, reference_what: str) -> None:
-    """``ValueError`` naming the first leaf where ``tree`` and ``reference`` differ.
-
-    Compares the tree structure (leaf paths and container types) and the leaf shapes; works on
-    traced leaves (only static shapes are read).
-    """
-    names, ref_names = layer_names(tree), layer_names(reference)
-    if jax.tree.structure(tree) != jax.tree.structure(reference):
-        first = next(
-            (i for i, (a, b) in enumerate(zip(names, ref_names, strict=False)) if a != b),
-            min(len(names), len(ref_names)),
-        )
-        if first < len(names) or first < len(ref_names):
-            here = repr(names[first]) if first < len(names) else "nothing"
-            there = repr(ref_names[first]) if first < len(ref_names) else "nothing"
-            where = (
-                f"first mismatch at leaf {first}: {what} has {here}, {reference_what} has {there}"
-            )
-        else:
-            where = (
-                f"the leaf paths agree but the containers differ: {jax.tree.structure(tree)} "
-                f"vs {jax.tree.structure(reference)}"
-            )
-        extra = sorted(set(names) - set(ref_names))
-        missing = sorted(set(ref_names) - set(names))
-        raise ValueError(
-            f"{what} does not have the structure of {reference_what}: {where} "
-            f"(extra leaves {extra}, missing leaves {missing})"
-        )
-    for name, leaf, ref in zip(
-        names, jax.tree.leaves(tree), jax.tree.leaves(reference), strict=True
-    ):
-        shape, ref_shape = np.shape(leaf), np.shape(ref)
-        if shape != ref_shape:
-            raise ValueError(
-                f"{what}[{name!r}] has shape {shape}, but {reference_what}[{name!r}] has "
-                f"shape {ref_shape}"
-            )
 
 
 def _zero_where_pruned(x: jax.Array, m: jax.Array) -> jax.Array:
@@ -234,7 +194,7 @@ def masked(inner: optax.GradientTransformation, masks: PyTree) -> optax.Gradient
     def init_fn(params: optax.Params) -> MaskedState:
         if _is_params_placeholder(params):  # optax.tree_utils.tree_map_params
             return MaskedState(inner.init(params), masks)
-        _check_like(params, masks, "params", "masks")
+        check_same_structure(params, masks, "params", "masks")
         state_masks = jax.tree.map(_place, masks, params)
         inner_state = inner.init(_mask_tree(params, state_masks))
         return MaskedState(mask_moments(inner_state, state_masks), state_masks)
@@ -256,8 +216,8 @@ def masked(inner: optax.GradientTransformation, masks: PyTree) -> optax.Gradient
                 "MaskedState returned by its init"
             )
         masks = state.masks
-        _check_like(updates, masks, "grads", "masks")
-        _check_like(params, masks, "params", "masks")
+        check_same_structure(updates, masks, "grads", "masks")
+        check_same_structure(params, masks, "params", "masks")
         grads = _mask_tree(updates, masks)
         kept_params = _mask_tree(params, masks)
         inner_updates, inner_state = inner.update(
@@ -338,7 +298,7 @@ def set_masks(opt_state: PyTree, masks: PyTree) -> PyTree:
       TypeError: a leaf of ``masks`` is not a bool array.
     """
     current = _find(opt_state, "set_masks")
-    _check_like(masks, current.masks, "masks", "the current masks")
+    check_same_structure(masks, current.masks, "masks", "the current masks")
     _check_bool(masks, "masks")
     masks = jax.tree.map(_place, masks, current.masks)  # NumPy masks take the old placement
 

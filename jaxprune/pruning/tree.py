@@ -176,6 +176,9 @@ def ordered_names(names: Sequence[str], order: Sequence[str] | None = None) -> l
 def check_same_structure(tree: PyTree, reference: PyTree, what: str, reference_what: str) -> None:
     """Raises ``ValueError`` if two pytrees differ in structure or leaf shapes.
 
+    The message names the first leaf where they differ. Works on traced leaves (only static
+    shapes are read).
+
     Args:
       tree: the tree to check (e.g. a mask).
       reference: the tree it must match (e.g. params).
@@ -185,17 +188,34 @@ def check_same_structure(tree: PyTree, reference: PyTree, what: str, reference_w
     names = layer_names(tree)
     reference_names = layer_names(reference)
     if jax.tree.structure(tree) != jax.tree.structure(reference):
+        pairs = zip(names, reference_names, strict=False)
+        first = next(
+            (i for i, (a, b) in enumerate(pairs) if a != b),
+            min(len(names), len(reference_names)),
+        )
+        if first < len(names) or first < len(reference_names):
+            here = repr(names[first]) if first < len(names) else "nothing"
+            there = repr(reference_names[first]) if first < len(reference_names) else "nothing"
+            where = (
+                f"first mismatch at leaf {first}: {what} has {here}, {reference_what} has {there}"
+            )
+        else:
+            where = (
+                f"the leaf paths agree but the containers differ: {jax.tree.structure(tree)} "
+                f"vs {jax.tree.structure(reference)}"
+            )
         extra = sorted(set(names) - set(reference_names))
         missing = sorted(set(reference_names) - set(names))
         raise ValueError(
-            f"{what} does not have the structure of {reference_what}: "
-            f"extra leaves {extra}, missing leaves {missing}"
+            f"{what} does not have the structure of {reference_what}: {where} "
+            f"(extra leaves {extra}, missing leaves {missing})"
         )
     for name, leaf, ref in zip(
         names, jax.tree.leaves(tree), jax.tree.leaves(reference), strict=True
     ):
-        if getattr(leaf, "shape", ()) != getattr(ref, "shape", ()):
+        shape, ref_shape = np.shape(leaf), np.shape(ref)
+        if shape != ref_shape:
             raise ValueError(
-                f"{what}[{name!r}] has shape {getattr(leaf, 'shape', ())}, "
-                f"but {reference_what}[{name!r}] has shape {getattr(ref, 'shape', ())}"
+                f"{what}[{name!r}] has shape {shape}, but {reference_what}[{name!r}] has "
+                f"shape {ref_shape}"
             )

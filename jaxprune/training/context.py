@@ -13,6 +13,7 @@ later, e.g. the lottery rewind weights) as one more Orbax item.
 """
 
 import dataclasses
+import functools
 import math
 import time
 from pathlib import Path
@@ -218,6 +219,11 @@ class RunContext:
         )
 
     # ---- one-shot pruning ---------------------------------------------------------------
+
+    @functools.cached_property
+    def sparsity_schedule(self) -> Any:
+        """The schedule of ``pruning.schedule`` (flow 'gradual'), built once per run."""
+        return prune.make_schedule(self.config.pruning.schedule)
 
     def quota_kwargs(self) -> dict[str, Any]:
         """Options of the configured quota (smart ratio's ratio / residual / last_keep)."""

@@ -39,6 +39,7 @@ from jax.sharding import Mesh
 
 from jaxprune.data import prefetch as prefetch_lib
 from jaxprune.training import sharding
+from jaxprune.training.model_fns import ModelFns
 
 PyTree = Any
 Batch = dict[str, np.ndarray]
@@ -167,12 +168,9 @@ def evaluate(
 def _takes_train(apply_fn: Callable[..., Any], variables: PyTree, image: jax.Array) -> bool:
     """Whether ``apply_fn(variables, images, train=False)`` is the way to call it."""
     module = getattr(apply_fn, "__self__", None)
-    if isinstance(module, nn.Module) and not hasattr(module, "nnx_class"):
-        # A Linen module's bound ``apply`` takes **kwargs; its ``__call__`` says.
-        try:
-            return "train" in inspect.signature(type(module).__call__).parameters
-        except (TypeError, ValueError):
-            pass
+    if isinstance(module, nn.Module):
+        # A Linen module's bound ``apply`` takes **kwargs; the engine's rule reads ``__call__``.
+        return ModelFns.of(module).takes_train
     try:
         parameters = inspect.signature(apply_fn).parameters
     except (TypeError, ValueError):

@@ -61,7 +61,7 @@ def load_run(workdir: str | Path) -> RunResult:
         checkpoint yet.
       CheckpointError: for an unreadable checkpoint.
     """
-    from jaxprune.training import flows, run_config
+    from jaxprune.training import flows
     from jaxprune.training.context import RunContext
 
     workdir = Path(workdir)
@@ -80,7 +80,6 @@ def load_run(workdir: str | Path) -> RunResult:
             raise FileNotFoundError(f"{workdir} has no checkpoint yet")
         meta = ctx.ckpt.restore_meta(latest)
         where = ctx.ckpt.directory / str(latest)
-        run_config.check_same_config(meta.get("config", {}), ctx.config_dict, str(where))
         index = restore_plan(ctx, meta, where)
         fns = ctx.fns_for(index)
         state = jax.device_get(ctx.ckpt.restore_state(latest, ctx.abstract_state(index)))

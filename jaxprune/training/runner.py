@@ -264,10 +264,7 @@ class Runner:
             ctx.writer.truncate_after(-1)
             return self.first_index, None
         where = ctx.ckpt.directory / str(latest)
-        meta = ctx.ckpt.restore_meta(latest)
-        run_config.check_same_config(
-            meta.get("config", {}), ctx.config_dict, f"the one stored in checkpoint {where}"
-        )
+        meta = ctx.ckpt.restore_meta(latest)  # refuses a checkpoint of another config
         index = restore_plan(ctx, meta, where)
         ctx.use_model(ctx.fns_for(index))
         state = ctx.ckpt.restore_state(latest, ctx.abstract_state(index))

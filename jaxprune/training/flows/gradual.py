@@ -70,7 +70,7 @@ class Gradual(Flow):
 
     def _mask_fn(self, ctx, num_steps):
         pruning = ctx.config.pruning
-        schedule = prune.make_schedule(pruning.schedule)
+        schedule = ctx.sparsity_schedule
         params = jax.device_get(ctx.init_params())
         order = None
         if pruning.selection == "layerwise":
@@ -91,7 +91,7 @@ class Gradual(Flow):
 
     def train_step(self, ctx, index, tx):
         """The masked step with the schedule's mask updates inside it."""
-        schedule = prune.make_schedule(ctx.config.pruning.schedule)
+        schedule = ctx.sparsity_schedule
         mask_fn = self._mask_fn(ctx, ctx.phases[index].end)
         return steps.gradual_train_step_fn(ctx.fns.apply, tx, schedule, mask_fn)
 
@@ -99,7 +99,7 @@ class Gradual(Flow):
         """Logs the target and achieved sparsity of a mask update made in step ``step - 1``."""
         metrics = dict(metrics)
         update = {k: metrics.pop(k) for k in _UPDATE_KEYS}
-        schedule = prune.make_schedule(ctx.config.pruning.schedule)
+        schedule = ctx.sparsity_schedule
         if not schedule.should_update(step - 1):  # host-side copy of the in-step decision
             return metrics
         update = jax.device_get(update)
