@@ -34,6 +34,21 @@ flags.DEFINE_bool(
     "Start over (new run id, the config may change) when the run has no checkpoint left; its "
     "metrics, summary, plots and config.json are deleted, other files stay.",
 )
+flags.DEFINE_string(
+    "coordinator_address",
+    None,
+    "Multi-process runs: HOST:PORT of process 0's coordinator (same on every process).",
+)
+flags.DEFINE_integer("num_processes", None, "Multi-process runs: how many processes in all.")
+flags.DEFINE_integer("process_id", None, "Multi-process runs: this process's index, 0 first.")
+flags.DEFINE_enum(
+    "distributed",
+    "auto",
+    ["auto", "on", "off"],
+    "Call jax.distributed.initialize(): 'auto' when the launch flags are given or a cluster "
+    "job is detected (multi-host Cloud TPU slice, Slurm, Open MPI); 'on' always (JAX finds "
+    "the coordinator); 'off' never.",
+)
 config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (configs/*.py[:arg]).", lock_config=True
 )
@@ -73,6 +88,18 @@ def main(argv):
     """Runs ``training.train_and_evaluate`` on the parsed config."""
     if len(argv) > 1:
         raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
+    from jaxprune.training import distributed
+
+    try:
+        launch = (FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+        if FLAGS.distributed == "off":
+            if distributed.check_flags(*launch):
+                raise ValueError("--distributed=off contradicts --coordinator_address")
+        else:
+            auto = FLAGS.distributed == "on" or distributed.detect_cluster() is not None
+            distributed.initialize(*launch, auto=auto)
+    except ValueError as e:
+        _fail(USAGE_ERROR, str(e))
     enable_compilation_cache()
     from jaxprune import training
     from jaxprune.data.tfds_source import DatasetNotPreparedError

@@ -657,3 +657,70 @@ def test_prefetch_device_put_keeps_bits(mnist):
         assert isinstance(batch["image"], jax.Array)
         host = jax.device_get(batch)
         assert _digest(host["image"], host["label"]) == GOLDEN_MNIST_BATCHES[467 + step]
+
+
+# --------------------------------------------------------------------------- process shards
+
+
+def _assert_shards_make_the_batch(shards, whole):
+    for key in whole:
+        np.testing.assert_array_equal(np.concatenate([s[key] for s in shards]), whole[key])
+
+
+@pytest.mark.parametrize("count", [1, 2, 4])
+def test_process_shards_of_augmented_batches_are_rows_of_the_global_batch(count):
+    ds = _indexed_dataset(num_train=40, augment_fn=augment.shift_augment)
+    streams = [
+        ds.train_batches(batch_size=8, seed=3, start_step=2, shard=(i, count)) for i in range(count)
+    ]
+    whole = ds.train_batches(batch_size=8, seed=3, start_step=2)
+    for _ in range(7):  # crosses an epoch (5 steps each)
+        shards = [next(s) for s in streams]
+        assert all(len(s["label"]) == 8 // count for s in shards)
+        _assert_shards_make_the_batch(shards, next(whole))
+
+
+@pytest.mark.parametrize("count", [2, 4])
+def test_process_shards_of_eval_batches_keep_padding_and_weights(count):
+    ds = _indexed_dataset(num_train=8, num_test=21)
+    whole = list(ds.eval_batches(8))
+    per_shard = [list(ds.eval_batches(8, shard=(i, count))) for i in range(count)]
+    assert all(len(b) == len(whole) == 3 for b in per_shard)
+    for k, batch in enumerate(whole):
+        _assert_shards_make_the_batch([b[k] for b in per_shard], batch)
+
+
+def test_bad_process_shards_are_refused():
+    ds = _indexed_dataset(num_train=24)
+    with pytest.raises(ValueError, match=r"divisible by the number of processes \(3\)"):
+        ds.train_batches(batch_size=8, seed=0, shard=(0, 3))
+    with pytest.raises(ValueError, match=r"0 <= index < count, got \(2, 2\)"):
+        ds.eval_batches(8, shard=(2, 2))
+
+
+def test_tfds_streaming_shards_read_only_their_rows():
+    with _mock(20):
+        datasets = [jd.get_dataset("imagenet2012", image_size=16, num_threads=2) for _ in "ab"]
+    ds = datasets[0]
+    got = []
+    for index, shard_ds in enumerate(datasets):
+        read = []
+        original = shard_ds.train_example
+
+        def spy(batch_size, seed, position, original=original, read=read):
+            read.append(position)
+            return original(batch_size, seed, position)
+
+        shard_ds.train_example = spy
+        stream = shard_ds.train_batches(batch_size=4, seed=7, start_step=3, shard=(index, 2))
+        got.append([next(stream) for _ in range(3)])
+        # Only this shard's rows (0-1 or 2-3 of each batch of 4) from step 3 on, read ahead
+        # or not, were ever read.
+        assert {p % 4 for p in list(read)} == {2 * index, 2 * index + 1}
+        assert min(read) >= 12
+    for step in range(3):
+        whole = ds.train_batch(4, seed=7, step=3 + step)
+        _assert_shards_make_the_batch([got[0][step], got[1][step]], whole)
+    evals = [list(ds.eval_batches(8, shard=(i, 2))) for i in (0, 1)]
+    for k, batch in enumerate(ds.eval_batches(8)):
+        _assert_shards_make_the_batch([evals[0][k], evals[1][k]], batch)

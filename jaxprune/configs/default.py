@@ -207,6 +207,15 @@ def get_config(arg=None):
     # Learning-rate schedule of fine-tuning ('constant', 'cosine', 'step').
     config.finetune.lr_schedule = "cosine"
 
+    config.mesh = ml_collections.ConfigDict()
+    # Devices of the data axis: 0 = all devices (of all processes) / mesh.model.
+    config.mesh.data = 0
+    # Devices each param, mask and optimizer-moment leaf is split over (FSDP, along the leaf's
+    # largest dimension this divides); 1 = every device holds the whole state. Batches are
+    # split over all data x model devices either way; results do not depend on it (masks bit
+    # for bit, floats up to the order of the gradient all-reduce).
+    config.mesh.model = 1
+
     config.debug = ml_collections.ConfigDict()
     # Stop the run (as if killed) once this global step is reached, without a final save
     # (0 = off). Used by the resume tests; rerunning the same command resumes.

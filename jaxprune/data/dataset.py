@@ -20,6 +20,10 @@ So the batch at step ``t`` is a pure function of ``(seed, t)`` (``Dataset.train_
 ``train_batches(..., start_step=t)`` yields exactly what an uninterrupted run yields from step
 ``t`` on.
 
+Multi-process runs: ``shard=(i, P)`` gives process ``i`` of ``P`` only its rows
+``[i * B / P, (i + 1) * B / P)`` of every global batch of size ``B`` (the same examples, in
+the same order, as those rows of the one-process batch).
+
 Batches are dicts of numpy arrays: ``image`` ``float32[B, H, W, C]`` (normalised), ``label``
 ``int32[B]``; evaluation batches add ``weight`` ``float32[B]`` (1 real, 0 padding).
 
@@ -27,7 +31,8 @@ Dataset names (``dataset_names()``): ``mnist`` is the embedded MNIST (no TFDS ne
 ``mnist_embedded``); ``fashion_mnist``, ``cifar10``, ``cifar100``, ``imagenet2012`` read a TFDS
 dataset prepared in ``data_dir`` (``tfds_source``); ``tfds:<name>`` spells any of these explicitly
 (``tfds:mnist`` is the TFDS copy of MNIST); ``synthetic`` makes learnable random data shaped like
-any of them (``synthetic``).
+any of them (``synthetic``); ``har2`` reads the UCI HAR sequences and ``har2_synthetic`` makes
+HAR-shaped ones (``har``).
 """
 
 from __future__ import annotations
@@ -123,6 +128,29 @@ def batch_indices(seed: int, step: int, batch_size: int, num: int) -> np.ndarray
     return epoch_permutation(seed, epoch, num)[start : start + batch_size]
 
 
+def check_shard(shard: tuple[int, int], batch_size: int) -> tuple[int, int]:
+    """Validates ``shard=(index, count)`` for global batches of ``batch_size``; the rows' span.
+
+    Returns:
+        ``(first_row, num_rows)`` of the shard in every global batch.
+    """
+    index, count = (int(v) for v in shard)
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard}")
+    if batch_size % count:
+        raise ValueError(
+            f"batch_size ({batch_size}) must be divisible by the number of processes ({count})"
+        )
+    rows = batch_size // count
+    return index * rows, rows
+
+
+def shard_rows(batch: Batch, shard: tuple[int, int]) -> Batch:
+    """Rows of ``shard=(index, count)`` of a global batch (see ``check_shard``)."""
+    first, rows = check_shard(shard, len(batch["label"]))
+    return {k: v[first : first + rows] for k, v in batch.items()}
+
+
 def pad_batch(batch: Batch, batch_size: int) -> Batch:
     """Pads a short evaluation batch with zeros up to ``batch_size`` and adds ``weight``.
 
@@ -193,36 +221,52 @@ class Dataset(abc.ABC):
         A pure function of ``(batch_size, seed, step)``; see the module docstring.
         """
 
-    def train_batches(self, batch_size: int, seed: int, start_step: int = 0) -> Iterator[Batch]:
+    def train_batches(
+        self,
+        batch_size: int,
+        seed: int,
+        start_step: int = 0,
+        *,
+        shard: tuple[int, int] = (0, 1),
+    ) -> Iterator[Batch]:
         """Infinite iterator over training batches from global step ``start_step`` on.
 
         Args:
-            batch_size: examples per batch.
+            batch_size: examples per (global) batch.
             seed: data seed (shuffling and augmentation).
             start_step: the global step of the first batch; resuming at ``t`` yields what an
                 uninterrupted iteration yields from its ``t``-th batch on.
+            shard: ``(process index, process count)``: yield only that process's rows of
+                each batch (see the module docstring).
 
         Yields:
-            ``dict(image=float32[B, H, W, C], label=int32[B])``.
+            ``dict(image=float32[B, H, W, C], label=int32[B])`` (``B / count`` rows).
         """
         self.steps_per_epoch(batch_size)
         check_seed(seed)
+        check_shard(shard, batch_size)
         if start_step < 0:
             raise ValueError(f"start_step must be >= 0, got {start_step}")
-        return self._train_iterator(batch_size, seed, start_step)
+        return self._train_iterator(batch_size, seed, start_step, tuple(shard))
 
-    def _train_iterator(self, batch_size: int, seed: int, start_step: int) -> Iterator[Batch]:
+    def _train_iterator(
+        self, batch_size: int, seed: int, start_step: int, shard: tuple[int, int]
+    ) -> Iterator[Batch]:
         step = start_step
         while True:
-            yield self.train_batch(batch_size, seed, step)
+            batch = self.train_batch(batch_size, seed, step)
+            yield batch if shard == (0, 1) else shard_rows(batch, shard)
             step += 1
 
     @abc.abstractmethod
-    def eval_batches(self, batch_size: int, split: str = "test") -> Iterator[Batch]:
+    def eval_batches(
+        self, batch_size: int, split: str = "test", *, shard: tuple[int, int] = (0, 1)
+    ) -> Iterator[Batch]:
         """Finite iterator over ``split`` in order, without augmentation.
 
         The last batch is padded to ``batch_size``; every batch has ``weight`` (1 for real
-        examples, 0 for padding), so weighted means over all batches are exact.
+        examples, 0 for padding), so weighted means over all batches are exact. With
+        ``shard=(i, P)``, only process ``i``'s rows of each batch (see the module docstring).
 
         Yields:
             ``dict(image=float32[B, H, W, C], label=int32[B], weight=float32[B])``.
@@ -301,19 +345,27 @@ class ArrayDataset(Dataset):
             batch_images = self.augment_fn(batch_images, step_rng(seed, step))
         return {"image": self._normalize(batch_images), "label": labels[idx]}
 
-    def eval_batches(self, batch_size: int, split: str = "test") -> Iterator[Batch]:
+    def eval_batches(
+        self, batch_size: int, split: str = "test", *, shard: tuple[int, int] = (0, 1)
+    ) -> Iterator[Batch]:
         """See ``Dataset.eval_batches``."""
         size = self.split_size(split)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        return self._eval_iterator(batch_size, split, size)
+        check_shard(shard, batch_size)
+        return self._eval_iterator(batch_size, split, size, tuple(shard))
 
-    def _eval_iterator(self, batch_size: int, split: str, size: int) -> Iterator[Batch]:
+    def _eval_iterator(
+        self, batch_size: int, split: str, size: int, shard: tuple[int, int]
+    ) -> Iterator[Batch]:
         images, labels = self._splits[split]
+        first, rows = check_shard(shard, batch_size)
         for start in range(0, size, batch_size):
-            stop = min(start + batch_size, size)
-            batch = {"image": self._normalize(images[start:stop]), "label": labels[start:stop]}
-            yield pad_batch(batch, batch_size)
+            # This shard's rows of the padded global batch [start, start + batch_size).
+            lo = min(start + first, size)
+            hi = min(start + first + rows, size)
+            batch = {"image": self._normalize(images[lo:hi]), "label": labels[lo:hi]}
+            yield pad_batch(batch, rows)
 
     def sample(self, n: int, seed: int, split: str = "train") -> Batch:
         """See ``Dataset.sample``."""
@@ -324,11 +376,13 @@ class ArrayDataset(Dataset):
 
 def _loaders() -> dict[str, Callable[..., Dataset]]:
     # Imported lazily: TFDS and grain are only needed for the datasets that use them.
-    from jaxprune.data import mnist_embedded, synthetic, tfds_source
+    from jaxprune.data import har, mnist_embedded, synthetic, tfds_source
 
     loaders: dict[str, Callable[..., Dataset]] = {
         "mnist": mnist_embedded.load,
         "synthetic": synthetic.load,
+        "har2": har.load,  # binarised UCI HAR sequences (128, 9), see ``har``
+        "har2_synthetic": har.load_synthetic,
     }
     for tfds_name in tfds_source.TFDS_DATASETS:
         for name in (f"tfds:{tfds_name}", tfds_name):

@@ -25,7 +25,6 @@ position ``t * batch_size + k`` is a pure function of ``(seed, t, k)``.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -39,6 +38,7 @@ from jaxprune.data.dataset import (
     Dataset,
     batch_indices,
     check_seed,
+    check_shard,
     example_rng,
     sample_indices,
 )
@@ -290,29 +290,43 @@ class StreamingDataset(Dataset):
             prefetch_buffer_size=max(1, self.prefetch_batches * batch_size),
         )
 
-    def _train_iterator(self, batch_size: int, seed: int, start_step: int) -> Iterator[Batch]:
+    def _train_iterator(
+        self, batch_size: int, seed: int, start_step: int, shard: tuple[int, int]
+    ) -> Iterator[Batch]:
         import grain
 
-        start = start_step * batch_size
-        dataset = grain.MapDataset.range(start, start + self._END_OF_STREAM * batch_size).map(
-            functools.partial(self.train_example, batch_size, seed)
-        )
-        dataset = dataset.to_iter_dataset(self._read_options(batch_size))
-        return iter(dataset.batch(batch_size, drop_remainder=True))
+        first, rows = check_shard(shard, batch_size)
 
-    def eval_batches(self, batch_size: int, split: str = "test") -> Iterator[Batch]:
+        def position(local: int) -> int:
+            # Element `local` of this shard's stream: row `first + local % rows` of batch
+            # `start_step + local // rows`; only this process's rows are ever read.
+            step, k = divmod(local, rows)
+            return (start_step + step) * batch_size + first + k
+
+        dataset = grain.MapDataset.range(self._END_OF_STREAM * rows).map(
+            lambda local: self.train_example(batch_size, seed, position(local))
+        )
+        dataset = dataset.to_iter_dataset(self._read_options(rows))
+        return iter(dataset.batch(rows, drop_remainder=True))
+
+    def eval_batches(
+        self, batch_size: int, split: str = "test", *, shard: tuple[int, int] = (0, 1)
+    ) -> Iterator[Batch]:
         """See ``Dataset.eval_batches``."""
         import grain
 
         size = self.split_size(split)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        padded = -(-size // batch_size) * batch_size
-        dataset = grain.MapDataset.range(padded).map(
-            functools.partial(self._eval_element, split, size)
+        first, rows = check_shard(shard, batch_size)
+        num_batches = -(-size // batch_size)
+        dataset = grain.MapDataset.range(num_batches * rows).map(
+            lambda local: self._eval_element(
+                split, size, (local // rows) * batch_size + first + local % rows
+            )
         )
-        dataset = dataset.to_iter_dataset(self._read_options(batch_size))
-        return iter(dataset.batch(batch_size, drop_remainder=True))
+        dataset = dataset.to_iter_dataset(self._read_options(rows))
+        return iter(dataset.batch(rows, drop_remainder=True))
 
     def _eval_element(self, split: str, size: int, index: int) -> Batch:
         if index < size:

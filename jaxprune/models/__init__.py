@@ -1,6 +1,10 @@
-"""Flax Linen zoo: LeNets, CIFAR VGG / ResNet / WRN, ImageNet ResNet / MobileNet-V1, registry."""
+"""Flax Linen zoo: LeNets, CIFAR VGG / ResNet / WRN, ImageNet ResNet / MobileNet-V1, FastGRNN.
+
+Models are built by name through the registry (``get_model``).
+"""
 
 from jaxprune.models import channels
+from jaxprune.models.fastgrnn import FastGRNN
 from jaxprune.models.lenet import LeNet5, LeNet300
 from jaxprune.models.mobilenet import MobileNetV1
 from jaxprune.models.registry import get_model, model_names
@@ -13,6 +17,7 @@ from jaxprune.models.wrn import WideBasicBlock, WideResNet
 __all__ = [
     "VGG",
     "BasicBlock",
+    "FastGRNN",
     "LeNet5",
     "LeNet300",
     "MobileNetV1",

@@ -12,9 +12,12 @@ Names (case-insensitive; ``-`` / ``_`` between parts optional):
   ``resnet{6n+2}_cifar`` explicitly.
 * ``mobilenet_v1`` (MobileNet-V1; ``width=`` is the multiplier alpha).
 * ``wrn{depth}_{k}`` with ``depth = 6n + 4`` (CIFAR ``wrn28_10``, ``wrn28_8``, ``wrn16_8``, ...).
+* ``fastgrnn``: the FastGRNN sequence classifier (:class:`~jaxprune.models.fastgrnn.FastGRNN`,
+  inputs ``(batch, time, features)``; ``hidden_size``, ``w_rank``, ``u_rank``, ...).
 
 Keyword arguments are passed to the model (``width``, ``widths`` for CIFAR VGG / ResNet,
-``linear``, ``dtype``, ``dropout_rate`` for WRNs and MobileNet, ...).
+``linear``, ``dtype``, ``dropout_rate`` for WRNs and MobileNet, ``hidden_size`` / ``w_rank`` /
+``u_rank`` for FastGRNN, ...).
 """
 
 import functools
@@ -24,6 +27,7 @@ from collections.abc import Callable
 import flax.linen as nn
 
 from jaxprune.models import resnet_cifar, resnet_imagenet, wrn
+from jaxprune.models.fastgrnn import FastGRNN
 from jaxprune.models.lenet import LeNet5, LeNet300
 from jaxprune.models.mobilenet import MobileNetV1
 from jaxprune.models.resnet_cifar import ResNet
@@ -36,6 +40,7 @@ _VGG_CFG_BY_DEPTH = {11: "A", 13: "B", 16: "D", 19: "E"}
 _FIXED: dict[str, Callable[..., nn.Module]] = {
     "lenet300": LeNet300,
     "lenet5": LeNet5,
+    "fastgrnn": FastGRNN,
     **{f"vgg{depth}": functools.partial(VGG, cfg=cfg) for depth, cfg in _VGG_CFG_BY_DEPTH.items()},
 }
 _MOBILENET_V1 = re.compile(r"mobilenet[-_]?v1")
@@ -68,6 +73,7 @@ _LISTED = (
     "wrn28_8",
     "wrn28_10",
     "wrn40_4",
+    "fastgrnn",
 )
 
 

@@ -7,7 +7,8 @@ code can call any registered score the same way. ``prunable`` (the library's ``p
 argument, see ``jaxprune.pruning.tree``) matters only to scores whose value on one leaf depends on
 which other leaves are being pruned (GraSP's Hessian-gradient product).
 
-A notebook adds a score in three lines::
+A notebook adds a score in three lines (re-running or editing the cell re-registers it; a
+different function under a taken name needs ``overwrite=True``, see ``register``)::
 
     @jp.scores.register("my_score")
     def my_score(params, **ctx):
@@ -38,26 +39,78 @@ from jaxprune.pruning.tree import Prunable, PyTree, prunable_flags
 
 ScoreFn = Callable[..., PyTree]
 _REGISTRY: dict[str, ScoreFn] = {}
+_BUILTINS: frozenset[str] = frozenset()  # set at the end of this module
 
 
 def register(name: str, *, overwrite: bool = False) -> Callable[[ScoreFn], ScoreFn]:
     """Decorator that registers a scoring function under ``name``.
 
+    A taken name is refused unless ``overwrite=True`` (catches two scores sharing a name), except
+    for a re-registration of *the same function*, which is allowed silently and replaces the
+    entry (re-running a notebook cell, ``importlib.reload`` of a module). The same function
+    means either
+
+    * the very object already registered, or
+    * a redefinition of it: a function with the same ``__module__`` and ``__qualname__``
+      (re-running a cell creates a new object; in a notebook both are ``'__main__'`` and
+      ``'my_score'``), defined at module or class level (a ``<locals>`` qualname is made by a
+      factory or inside a function, where two calls give two different closures: refused; so is
+      a ``lambda``, since two lambdas of one module share the qualname ``<lambda>``), and the
+      registered one is not a built-in. The body may differ: editing a score and re-running
+      its cell is the point.
+
+    Built-in scores (``magnitude``, ``random``, ``snip``, ``synflow``, ``grasp``) are replaced
+    only with ``overwrite=True``, never silently.
+
     Args:
       name: registry name, e.g. ``"magnitude"``.
-      overwrite: allow replacing an existing score (off by default to catch typos).
+      overwrite: allow replacing a different function registered under ``name``.
+
+    Returns:
+      The decorator; it returns the function unchanged.
 
     Raises:
-      ValueError: if ``name`` is taken and ``overwrite`` is false.
+      ValueError: if ``name`` is taken by a different function (or a built-in) and
+        ``overwrite`` is false; the message names the score and ``overwrite=True``.
     """
 
     def decorator(fn: ScoreFn) -> ScoreFn:
-        if name in _REGISTRY and not overwrite and _REGISTRY[name] is not fn:
-            raise ValueError(f"score {name!r} is already registered; pass overwrite=True")
+        old = _REGISTRY.get(name)
+        if old is not None and not overwrite and not _same_function(name, old, fn):
+            what = "a built-in score" if name in _BUILTINS else f"score {_describe(old)}"
+            raise ValueError(
+                f"score {name!r} is already registered ({what}); to replace it with "
+                f"{_describe(fn)}, pass overwrite=True: jp.scores.register({name!r}, "
+                "overwrite=True)"
+            )
         _REGISTRY[name] = fn
         return fn
 
     return decorator
+
+
+def _describe(fn: ScoreFn) -> str:
+    module = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", None) or repr(fn)
+    return f"{module}.{qualname}" if module else qualname
+
+
+def _same_function(name: str, old: ScoreFn, new: ScoreFn) -> bool:
+    """Whether ``new`` is ``old`` or a redefinition of it (see ``register``)."""
+    if old is new:
+        return True
+    if name in _BUILTINS:
+        return False
+    qualname = getattr(new, "__qualname__", None)
+    module = getattr(new, "__module__", None)
+    return (
+        isinstance(qualname, str)
+        and "<locals>" not in qualname
+        and "<lambda>" not in qualname
+        and module is not None
+        and qualname == getattr(old, "__qualname__", None)
+        and module == getattr(old, "__module__", None)
+    )
 
 
 def get(name: str) -> ScoreFn:
@@ -398,3 +451,6 @@ def _grasp_theta_hg_impl(params, images, labels, apply_fn, temperature, flags):
 _grasp_theta_hg = jax.jit(
     _grasp_theta_hg_impl, static_argnames=("apply_fn", "temperature", "flags")
 )
+
+# Names registered by this module; ``register`` never replaces them silently.
+_BUILTINS = frozenset(_REGISTRY)

@@ -17,6 +17,7 @@ import numpy as np
 
 from jaxprune.models import channels
 from jaxprune.pruning import structured
+from jaxprune.training import sharding
 
 PyTree = Any
 
@@ -51,7 +52,7 @@ def prune_structured(
       ``(narrow model, its variables holding the surviving weights, record)``; the record
       has ``method``, ``widths``, ``widths_dense`` and, for slimming, ``threshold``.
     """
-    variables = jax.device_get(
+    variables = sharding.host(
         {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
     )
     active, groups = channel_groups(block, model, variables)

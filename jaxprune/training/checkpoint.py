@@ -53,7 +53,9 @@ block), belongs to a different config, or whose arrays do not match the model ra
 (OCDBT B-tree nodes superseded by the merged root) can change without an error: the restored
 values are then exactly the saved ones.
 
-Single-process only: ``jax.device_get`` needs every shard of an array on this host.
+Multi-process runs: every process computes the checksums from a host copy of each array
+(``sharding.host``: leaves split over processes are gathered first) and calls the Orbax save
+and restore, which are collective.
 """
 
 import concurrent.futures
@@ -69,7 +71,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxprune.training import run_config
+from jaxprune.training import run_config, sharding
 
 PyTree = Any
 
@@ -137,10 +139,10 @@ def _leaf_record(leaf: Any) -> str:
 def array_checksums(tree: PyTree) -> dict[str, str]:
     """Checksum record of every leaf of ``tree``, keyed by its ``/``-joined path.
 
-    The arrays are fetched to the host first (one ``jax.device_get``), so the checksum is that
-    of the full logical array whatever its sharding.
+    The arrays are fetched to the host first (``sharding.host``), so the checksum is that of
+    the full logical array whatever its sharding.
     """
-    host = jax.device_get(jax.tree.map(_key_data, tree))
+    host = sharding.host(jax.tree.map(_key_data, tree))
     leaves = jax.tree_util.tree_flatten_with_path(host)[0]
     names = [_path_name(path) for path, _ in leaves]
     arrays = [leaf for _, leaf in leaves]

@@ -96,6 +96,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(
             f"model.kwargs must be a dict of factory arguments, got {config.model.kwargs!r}"
         )
+    if "mesh" in config:
+        _number("mesh.data", config.mesh.data, low=0, integer=True)
+        _number("mesh.model", config.mesh.model, low=1, integer=True)
     _one_of("dataset.name", config.dataset.name, data.dataset_names())
     if config.dataset.name == "synthetic":
         from jaxprune.data import synthetic

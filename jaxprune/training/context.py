@@ -33,6 +33,7 @@ from jaxprune.pruning import flops as flops_lib
 from jaxprune.training import (
     channel_pruning,
     checkpoint,
+    distributed,
     evaluation,
     fresh_weights,
     metrics,
@@ -79,7 +80,7 @@ class RunContext:
     def __init__(self, config: ml_collections.ConfigDict, workdir: Path, flow: Any):
         self.config = config
         self.workdir = workdir
-        self.mesh = sharding.make_mesh()
+        self.mesh = sharding.mesh_from_config(config.get("mesh"))
         sharding.check_batch_size(config.training.batch_size, self.mesh)
         self.ds = load_dataset(config)
         self.fns = ModelFns.of(build_module(config.model, self.ds.num_classes))
@@ -88,7 +89,9 @@ class RunContext:
             config, self.ds.steps_per_epoch(config.training.batch_size)
         )
         self.config_dict = run_config.config_to_dict(config)
-        self.writer = metrics.MetricsWriter(workdir)
+        # Multi-process runs: process 0 writes the run's files; the others only read them.
+        self.is_writer = distributed.is_writer()
+        self.writer = metrics.MetricsWriter(workdir, read_only=not self.is_writer)
         self.ckpt = checkpoint.Checkpointer(
             workdir / "checkpoints", keep=config.training.keep_checkpoints, config=self.config_dict
         )
@@ -139,7 +142,7 @@ class RunContext:
     @staticmethod
     def variables_of(state: state_lib.TrainState) -> PyTree:
         """Host copy of the params and batch statistics of ``state``."""
-        host = jax.device_get(state)
+        host = sharding.host(state)
         return {"params": host.params, "batch_stats": host.batch_stats}
 
     def fns_for(self, index: int) -> ModelFns:
@@ -168,7 +171,7 @@ class RunContext:
 
     def flops(self, fns: ModelFns, variables: PyTree, masks: PyTree | None) -> Any:
         """FLOPs (MACs per example) and parameter counts of ``fns`` under ``masks``."""
-        variables = jax.device_get(variables)
+        variables = sharding.host(variables)
         apply_fn = fns.eval_apply(variables.get("batch_stats", {}))
         return flops_lib.flops_report(apply_fn, variables["params"], self.sample_input, masks)
 
@@ -194,7 +197,7 @@ class RunContext:
         self, params: PyTree, masks: PyTree, batch_stats: PyTree | None = None
     ) -> jp.SparsityReport:
         """Direct and effective sparsity of ``masks`` (support propagation, eval mode)."""
-        params, masks, batch_stats = jax.device_get((params, masks, batch_stats or {}))
+        params, masks, batch_stats = sharding.host((params, masks, batch_stats or {}))
         prunable = prune.prunable_spec(self.config.pruning)
         apply_fn = self.active.eval_apply(batch_stats)
         emask = jp.effective_mask(apply_fn, params, masks, self.sample_input, prunable)
@@ -251,7 +254,7 @@ class RunContext:
         """One-shot masks from ``config.pruning`` for ``params`` (numpy bool)."""
         masks = prune.compute_masks(
             self.config.pruning,
-            jax.device_get(params),
+            sharding.host(params),
             key=self.prune_key,
             **self.score_inputs(params, batch_stats, step),
             linear_apply_fn=self.fns.linear_apply(),
@@ -327,8 +330,10 @@ class RunContext:
                 fns.init(self.init_key, self.sample_input), tx, self.state_key
             )
         )
-        rep = sharding.replicated(self.mesh)
-        return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), shapes)
+        placed = sharding.state_shardings(shapes, self.mesh)
+        return jax.tree.map(
+            lambda s, p: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=p), shapes, placed
+        )
 
     # ---- checkpoints --------------------------------------------------------------------
 

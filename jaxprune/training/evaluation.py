@@ -37,6 +37,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
+from jaxprune.data import dataset as data_lib
 from jaxprune.data import prefetch as prefetch_lib
 from jaxprune.training import sharding
 from jaxprune.training.model_fns import ModelFns
@@ -52,13 +53,19 @@ _cache_lock = threading.Lock()
 
 
 def _host_batches(dataset: Any, batch_size: int, split: str, limit: int) -> Iterator[Batch]:
-    """``dataset.eval_batches`` with rows at or past ``limit`` weighted 0 (``limit`` 0: none)."""
+    """``dataset.eval_batches`` with rows at or past ``limit`` weighted 0 (``limit`` 0: none).
+
+    In a multi-process run, only this process's rows of each batch (``sharding.data_shard``).
+    """
+    shard = sharding.data_shard()
+    kwargs = {} if shard == (0, 1) else {"shard": shard}
+    first, rows = data_lib.check_shard(shard, batch_size)
     seen = 0
-    for batch in dataset.eval_batches(batch_size, split=split):
+    for batch in dataset.eval_batches(batch_size, split=split, **kwargs):
         if limit:
             if seen >= limit:
                 break
-            keep = np.arange(seen, seen + batch_size) < limit
+            keep = np.arange(seen + first, seen + first + rows) < limit
             batch = dict(batch, weight=batch["weight"] * keep)
         seen += batch_size
         yield batch

@@ -68,7 +68,7 @@ class Source:
         state = state_lib.create_train_state(
             self.variables, tx, ctx.state_key, step=ctx.phases[index].start
         )
-        return sharding.replicate(state, ctx.mesh)
+        return sharding.place_state(state, ctx.mesh)
 
 
 def load(spec: str, config: ml_collections.ConfigDict, ctx: Any) -> Source:

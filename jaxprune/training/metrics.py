@@ -71,11 +71,15 @@ class MetricsWriter:
       workdir: run directory (created if missing).
       fsync_every_s: fsync after a write when the previous fsync is older than this (seconds);
         0 fsyncs every record.
+      read_only: only read the file; ``write``, ``flush`` and ``truncate_after`` do nothing
+        (the processes other than 0 of a multi-process run).
     """
 
-    def __init__(self, workdir: str | Path, *, fsync_every_s: float = 2.0):
+    def __init__(self, workdir: str | Path, *, fsync_every_s: float = 2.0, read_only: bool = False):
         self.path = Path(workdir) / "metrics.jsonl"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.read_only = read_only
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fsync_every_s = fsync_every_s
         self._last_fsync = time.monotonic()
         self._unsynced = False
@@ -159,6 +163,8 @@ class MetricsWriter:
         """Appends one record ``{'step': step, 'phase': phase, **metrics}`` (flushed)."""
         if not isinstance(phase, str):
             raise TypeError(f"metrics record phase must be a str, got {phase!r} ({self.path})")
+        if self.read_only:
+            return
         record = _jsonable({"step": int(step), "phase": phase, **metrics})
         line = json.dumps(record) + "\n"
         if not self._tail_checked:
@@ -175,7 +181,7 @@ class MetricsWriter:
 
     def flush(self) -> None:
         """Fsyncs the records written since the last fsync (call before saving a checkpoint)."""
-        if not self._unsynced:
+        if self.read_only or not self._unsynced:
             return
         fd = os.open(self.path, os.O_RDONLY)
         try:
@@ -193,6 +199,8 @@ class MetricsWriter:
         Raises:
           MetricsFileError: for a damaged line (see ``read``).
         """
+        if self.read_only:
+            return
         data, records, _ = self._scan()
         self._rewrite(data, [raw for record, raw in records if record["step"] <= step])
 

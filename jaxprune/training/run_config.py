@@ -25,6 +25,8 @@ IGNORED_ON_RESUME = frozenset(
         "dataset.data_dir",
         "debug.stop_at_step",
         "training.divergence_factor",
+        "mesh.data",
+        "mesh.model",
     }
 )
 
@@ -107,8 +109,12 @@ def check_same_config(stored: dict[str, Any], config_dict: dict[str, Any], where
         )
 
 
-def write_or_check_config(workdir: str | Path, config_dict: dict[str, Any]) -> None:
+def write_or_check_config(
+    workdir: str | Path, config_dict: dict[str, Any], *, write: bool = True
+) -> None:
     """Writes ``workdir/config.json``, or checks it against ``config_dict`` if it exists.
+
+    ``write=False`` (processes other than 0 of a multi-process run) only checks.
 
     Raises:
       ValueError: if an existing ``config.json`` differs in a field that matters, or is not
@@ -121,4 +127,6 @@ def write_or_check_config(workdir: str | Path, config_dict: dict[str, Any]) -> N
         except json.JSONDecodeError as e:
             raise ValueError(f"{path} is not valid JSON ({e}); cannot resume this run") from e
         check_same_config(stored, config_dict, str(path))
-    workdir_lib.atomic_write_text(path, json.dumps(config_dict, indent=2, sort_keys=True) + "\n")
+    if write:
+        text = json.dumps(config_dict, indent=2, sort_keys=True) + "\n"
+        workdir_lib.atomic_write_text(path, text)

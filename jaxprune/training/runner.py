@@ -35,11 +35,13 @@ from jaxprune.data import prefetch
 from jaxprune.training import (
     checkpoint,
     config_check,
+    distributed,
     flows,
     init_from,
     metrics,
     plots,
     prechecks,
+    provenance,
     run_config,
     sharding,
 )
@@ -114,14 +116,16 @@ class Runner:
             ctx.set_phase_steps(index, start.num_steps)
         phase = ctx.phases[index]
         tx, _ = ctx.optimizer(index)
+
         # One compiled program instead of one per op (about 1 s of a LeNet run's start-up).
-        build = jax.jit(
-            lambda v, m, k: state_lib.create_train_state(v, tx, k, masks=m, step=phase.start),
-            out_shardings=sharding.replicated(ctx.mesh),
-        )
-        state = build(start.variables, start.masks, ctx.state_key)
+        def create(v, m, k):
+            return state_lib.create_train_state(v, tx, k, masks=m, step=phase.start)
+
+        args = (start.variables, start.masks, ctx.state_key)
+        placed = sharding.state_shardings(jax.eval_shape(create, *args), ctx.mesh)
+        state = jax.jit(create, out_shardings=placed)(*args)
         if start.record is not None:
-            host = jax.device_get(state)
+            host = sharding.host(state)
             record = ctx.sparsity_report(host.params, host.masks, host.batch_stats).as_dict()
             record.update(start.record)
             if start.evaluate:
@@ -141,13 +145,23 @@ class Runner:
         ctx, cfg = self.ctx, self.config.training
         phase = ctx.phases[index]
         tx, schedule = ctx.optimizer(index)
-        train_step = sharding.jit_train_step(self.flow.train_step(ctx, index, tx), ctx.mesh)
+        train_step = sharding.jit_train_step(
+            self.flow.train_step(ctx, index, tx),
+            ctx.mesh,
+            sharding.state_shardings(state, ctx.mesh),
+        )
         if progress.total != ctx.phases[-1].end:  # Scratch-B re-planned the phase
             progress.total = ctx.phases[-1].end
             progress.refresh()
         step = int(state.step)
+        shard = sharding.data_shard()  # multi-process: this process's rows only
         batches = prefetch.prefetch(
-            ctx.ds.train_batches(cfg.batch_size, self.config.seed, start_step=step),
+            ctx.ds.train_batches(
+                cfg.batch_size,
+                self.config.seed,
+                start_step=step,
+                **({} if shard == (0, 1) else {"shard": shard}),
+            ),
             put=sharding.batch_put(ctx.mesh),
             limit=phase.end - step,
         )
@@ -167,10 +181,10 @@ class Runner:
                     ctx.writer.write(step, phase.name, **ctx.evaluate(state))
                 if step < phase.end and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                     self.save(step, state, index, loss=last_metrics["loss"])
-                if self.interrupted is not None:
+                if self.stop_requested(step, phase.end):
                     self.save(step, state, index, loss=last_metrics["loss"])
                     ctx.ckpt.wait()
-                    raise RunInterrupted(self.interrupted, step, ctx.workdir)
+                    raise RunInterrupted(self.interrupted or signal.SIGTERM, step, ctx.workdir)
                 if self.config.debug.stop_at_step and step >= self.config.debug.stop_at_step:
                     raise RunStopped(step)
         finally:
@@ -182,6 +196,19 @@ class Runner:
         if index == len(ctx.phases) - 1:
             self.save(step, state, index)
         return state
+
+    def stop_requested(self, step: int, end: int) -> bool:
+        """Whether to checkpoint and stop after ``step`` (a signal arrived).
+
+        With several processes they agree every ``training.log_every`` steps (a signal may
+        reach them at different steps; the checkpoint is collective), so the run stops at the
+        first such step after the signal, on every process at once.
+        """
+        if jax.process_count() == 1:
+            return self.interrupted is not None
+        if step % self.config.training.log_every and step != end:
+            return False
+        return distributed.any_process(self.interrupted is not None)
 
     def save(self, step: int, state, index: int, loss=None) -> None:
         """Checkpoints ``state`` with the unlogged train metrics of the current log window."""
@@ -253,7 +280,8 @@ class Runner:
         ctx = self.ctx
         latest = ctx.ckpt.latest_step()
         if latest is None:
-            records = ctx.writer.read()
+            # Multi-process: process 0 decides and writes; the others wait at the barrier.
+            records = ctx.writer.read() if ctx.is_writer else []
             if records and not self.restart:
                 raise RestartRequiredError(
                     f"{ctx.writer.path} records progress up to step "
@@ -262,6 +290,7 @@ class Runner:
                     "restart=True)) to discard those records and start over"
                 )
             ctx.writer.truncate_after(-1)
+            distributed.barrier("resume")
             return self.first_index, None
         where = ctx.ckpt.directory / str(latest)
         meta = ctx.ckpt.restore_meta(latest)  # refuses a checkpoint of another config
@@ -275,8 +304,12 @@ class Runner:
         self.window = [{k: np.float32(v) for k, v in m.items()} for m in meta.get("window") or []]
         ctx.elapsed_before = float(meta.get("elapsed_s", 0.0))
         ctx.writer.truncate_after(latest)
+        distributed.barrier("resume")
+        # Records past `latest` (which process 0 may already be appending) do not count.
         self.evaluated = {
-            (r["phase"], r["step"]) for r in ctx.writer.read() if "test_accuracy" in r
+            (r["phase"], r["step"])
+            for r in ctx.writer.read()
+            if "test_accuracy" in r and r["step"] <= latest
         }
         logging.info("resuming from step %d (phase %s)", latest, ctx.phases[index].name)
         return index, state
@@ -296,7 +329,7 @@ class Runner:
                     "test_loss": record["test_loss"],
                 }
         final = evals[ctx.phases[-1].name]
-        host = jax.device_get(state)
+        host = sharding.host(state)
         report = ctx.sparsity_report(host.params, host.masks, host.batch_stats)
         extra = self.flow.summary(ctx, records, evals)
         variables = {"params": host.params, "batch_stats": host.batch_stats}
@@ -323,6 +356,8 @@ class Runner:
             "sparsity": report.as_dict(),
             "wall_time_s": ctx.elapsed(),
             "devices": [str(d) for d in ctx.mesh.devices.flat],
+            "mesh": dict(ctx.mesh.shape),
+            "provenance": provenance.provenance(),
         }
         return summary, report, records
 
@@ -341,7 +376,7 @@ class Runner:
     def run(self) -> RunResult:
         """Runs (or resumes) every phase; writes summary, plots and the table."""
         ctx = self.ctx
-        run_config.write_or_check_config(ctx.workdir, ctx.config_dict)
+        run_config.write_or_check_config(ctx.workdir, ctx.config_dict, write=ctx.is_writer)
         index, state = self.resume()
         fresh = state is None
         if fresh and self.first_index > 0:
@@ -365,21 +400,25 @@ class Runner:
                     state = self.run_phase(i, state, progress)
         finally:
             progress.close()
+        ctx.writer.flush()
+        distributed.barrier("records")  # every process reads process 0's final records
         summary, report, records = self.summary(state)
-        metrics.write_summary(ctx.workdir, summary)
+        if ctx.is_writer:
+            metrics.write_summary(ctx.workdir, summary)
         if not summary["target_reached"]:
             raise TargetNotReachedError(
                 f"the run ended at sparsity {report.sparsity:.6f} ({report.kept} of "
                 f"{report.total} prunable weights kept), below its target "
                 f"{summary['target_sparsity']}; see {ctx.workdir / 'summary.json'}"
             )
-        plots.plot_learning_curve(records, ctx.workdir / "plots" / "learning_curve.png")
-        plots.plot_layer_sparsity(report.layers, ctx.workdir / "plots" / "layer_sparsity.png")
-        plots.plot_effective_sparsity(
-            report.layers, ctx.workdir / "plots" / "effective_sparsity.png"
-        )
-        print(format_table(summary, report))
-        host = jax.device_get(state)
+        if ctx.is_writer:
+            plots.plot_learning_curve(records, ctx.workdir / "plots" / "learning_curve.png")
+            plots.plot_layer_sparsity(report.layers, ctx.workdir / "plots" / "layer_sparsity.png")
+            plots.plot_effective_sparsity(
+                report.layers, ctx.workdir / "plots" / "effective_sparsity.png"
+            )
+            print(format_table(summary, report))
+        host = sharding.host(state)
         return RunResult(
             workdir=ctx.workdir,
             config=self.config,

@@ -12,7 +12,7 @@ sparsity, kept count and test accuracy.
 
 import jax
 
-from jaxprune.training import checkpoint, prune
+from jaxprune.training import checkpoint, prune, sharding
 from jaxprune.training.flows import register
 from jaxprune.training.flows.base import Flow, PhaseStart, training_phase
 
@@ -60,7 +60,7 @@ class Iterative(Flow):
         masks = prune.nested_masks(
             pruning,
             variables["params"],
-            jax.device_get(previous.masks),
+            sharding.host(previous.masks),
             sparsity,
             key=jax.random.fold_in(ctx.prune_key, index),
             **ctx.score_inputs(variables["params"], variables["batch_stats"], int(previous.step)),
