@@ -116,7 +116,9 @@ def _mask_child(args: argparse.Namespace) -> dict:
         return PartitionSpec() if axis is None else PartitionSpec(*([None] * axis + ["x"]))
 
     names = [f"layer_{i:04d}" for i in range(len(shapes))]
-    shardings = {n: {"kernel": NamedSharding(mesh, spec(s))} for n, s in zip(names, shapes)}
+    shardings = {
+        n: {"kernel": NamedSharding(mesh, spec(s))} for n, s in zip(names, shapes, strict=True)
+    }
 
     def draw(key):
         keys = jax.random.split(key, len(shapes))

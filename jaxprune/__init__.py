@@ -11,6 +11,7 @@ The public API (names fixed by ``docs/DESIGN.md``)::
     result = jp.train_and_evaluate(config, "runs/x")   # the training engine (configs/)
     result = jp.load_run("runs/x")               # a finished or interrupted run, from its files
     jp.evaluate(apply_fn, variables, dataset)    # test loss / accuracy of any Flax model
+    jp.run_sweep(config, "runs/s", {"pruning.sparsity": [0.9, 0.99]}, seeds=3)  # one dense net
 
 The training-side names are imported on first use, so ``import jaxprune`` stays light.
 """
@@ -41,6 +42,7 @@ _LAZY = {
     "load_run": ("jaxprune.training.result", "load_run"),
     "RunResult": ("jaxprune.training.result", "RunResult"),
     "evaluate": ("jaxprune.training.evaluation", "evaluate_params"),
+    "run_sweep": ("jaxprune.sweep", "sweep"),
 }
 
 
@@ -76,6 +78,7 @@ __all__ = [
     "pruning",
     "quotas",
     "random_mask",
+    "run_sweep",
     "schedules",
     "scores",
     "set_masks",

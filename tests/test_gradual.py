@@ -240,3 +240,23 @@ def test_schedule_types_from_config():
     block.type, block.end_step, block.frequency = "constant", 30, 10
     const = prune.make_schedule(block)
     assert [t for t in range(50) if const.should_update(t)] == [7, 17, 27]
+
+
+def test_layerwise_gradual_on_a_batchnorm_model_meets_every_layer_quota(tmp_path):
+    # The layer order and the precheck apply the model in eval mode: with BatchNorm that needs
+    # its statistics (the run failed with ScopeCollectionNotFound 'batch_stats' before).
+    config = lenet300_mnist_gradual.get_config("smoke")
+    config.model.name = "resnet8"
+    config.model.width = 0.5
+    config.dataset.name = "synthetic"
+    config.dataset.shape_like = "cifar10"
+    config.dataset.num_train, config.dataset.num_test = 256, 64
+    config.training.batch_size = 32
+    config.pruning.selection = "layerwise"
+    config.pruning.quota = "uniform"
+    config.pruning.min_keep_fraction = 0.0
+    summary = training.train_and_evaluate(config, tmp_path).summary
+    layers = summary["sparsity"]["layers"]
+    assert len(layers) == 10  # ResNet-8: stem, 3 blocks x 2 convs, 2 projections, classifier
+    for name, layer in layers.items():
+        assert layer["kept"] == jp.n_keep_for(0.98, layer["total"]), name

@@ -375,3 +375,23 @@ def test_global_mask_under_x64_is_exact():
         scores = {"a": {"kernel": jnp.array([[1.0, 1.0, 1.0], [1.0, 2.0, 3.0]])}}
         mask = jax.jit(lambda t: jp.global_mask(t, 0.5, min_keep=1))(scores)
         assert as_int(mask) == {"a": {"kernel": [[1, 0, 0], [0, 1, 1]]}}
+
+
+@pytest.mark.parametrize("min_keep", [None, {"fraction_of_total": 0.01}])
+def test_large_leaves_on_one_device_split_their_histograms_and_agree_with_sort(min_keep):
+    # Leaves over topk._SPLIT_MIN entries are counted in two halves on one device; heavy ties
+    # (values on a coarse grid) make the cut fall inside a run of equal scores.
+    rng = np.random.default_rng(5)
+    params = {
+        "a": {"kernel": np.round(rng.normal(size=(1100, 1000)), 2).astype(np.float32)},
+        "b": {"kernel": np.round(rng.normal(size=(300, 70)), 1).astype(np.float32)},
+    }
+    scores = jp.scores.magnitude(params)
+    for sparsity in (0.5, 0.9731):
+        got = jp.global_mask(scores, sparsity, min_keep=min_keep)
+        want = jp.global_mask(scores, sparsity, min_keep=min_keep, method="sort")
+        for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+        assert sum(int(np.sum(m)) for m in jax.tree.leaves(got)) == jp.n_keep_for(
+            sparsity, 1100 * 1000 + 300 * 70
+        )

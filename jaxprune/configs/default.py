@@ -84,6 +84,9 @@ def get_config(arg=None):
     config.training.weight_decay = 0.0
     # Log train metrics (metrics.jsonl, progress bar, NaN check) every this many steps.
     config.training.log_every = 100
+    # Also write every metrics record as TensorBoard scalars in workdir/tensorboard (tensorboardX,
+    # no TensorFlow): `tensorboard --logdir runs/`.
+    config.training.tensorboard = True
     # Stop as diverged when a logged train loss exceeds this multiple of the phase's first step's
     # loss (besides NaN/inf, which always stop); the last good checkpoint is kept. 0 = off.
     config.training.divergence_factor = 1000.0

@@ -25,6 +25,9 @@ SHAPES: dict[str, tuple[tuple[int, int, int], int, int, int]] = {
     "cifar10": ((32, 32, 3), 10, 2048, 512),
     "cifar100": ((32, 32, 3), 100, 4096, 1024),
     "imagenet2012": ((224, 224, 3), 1000, 512, 256),
+    # ImageNet's 1000 classes at 32x32: smoke runs of the ImageNet models (ResNet-50,
+    # MobileNet-V1; global average pooling makes them resolution-agnostic) at 1/49 of the pixels.
+    "imagenet2012_32": ((32, 32, 3), 1000, 512, 256),
 }
 _PROTOTYPE_RESOLUTION = 7
 

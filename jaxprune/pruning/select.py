@@ -195,16 +195,31 @@ def _raise_on_nan(names: list[str], nan: jax.Array) -> None:
     _host_check(check, nan)
 
 
-@functools.partial(jax.jit, static_argnames=("with_floors", "method"))
-def _global_select(leaves, n_keep, floors, with_floors: bool, method: str):
+def _on_one_device(leaves) -> bool:
+    """Whether every leaf is a concrete array held whole by one device (not under a trace)."""
+    for leaf in leaves:
+        if isinstance(leaf, jax.core.Tracer) or not isinstance(leaf, jax.Array):
+            return False
+        if len(leaf.sharding.device_set) != 1:
+            return False
+    return True
+
+
+@functools.partial(jax.jit, static_argnames=("with_floors", "method", "single_device"))
+def _global_select(
+    leaves, n_keep, floors, with_floors: bool, method: str, single_device: bool = False
+):
     """Jitted core of ``global_mask`` (cached per shapes; inlined under an outer jit)."""
     groups = list(range(len(leaves)))
+    one = {"single_device": single_device}
     if not with_floors:
-        return topk.top_k_masks(leaves, [0] * len(leaves), n_keep[None], method)
-    floor_masks, nan = topk.top_k_masks(leaves, groups, floors, method)
+        return topk.top_k_masks(leaves, [0] * len(leaves), n_keep[None], method, **one)
+    floor_masks, nan = topk.top_k_masks(leaves, groups, floors, method, **one)
     # Floor-kept entries leave the global ranking (they rank below every real score).
     rest = [jnp.where(m, -jnp.inf, s) for m, s in zip(floor_masks, leaves, strict=True)]
-    extra, _ = topk.top_k_masks(rest, [0] * len(leaves), (n_keep - jnp.sum(floors))[None], method)
+    extra, _ = topk.top_k_masks(
+        rest, [0] * len(leaves), (n_keep - jnp.sum(floors))[None], method, **one
+    )
     return [f | r for f, r in zip(floor_masks, extra, strict=True)], nan
 
 
@@ -345,6 +360,7 @@ def global_mask(
         jnp.asarray(floors, jnp.int32),
         floor_sum > 0,
         method,
+        _on_one_device(selected),
     )
     _raise_on_nan([names[i] for i in index], nan)
     return _assemble(leaves, flags, treedef, dict(zip(index, chosen, strict=True)))

@@ -91,7 +91,11 @@ class RunContext:
         self.config_dict = run_config.config_to_dict(config)
         # Multi-process runs: process 0 writes the run's files; the others only read them.
         self.is_writer = distributed.is_writer()
-        self.writer = metrics.MetricsWriter(workdir, read_only=not self.is_writer)
+        self.writer = metrics.MetricsWriter(
+            workdir,
+            read_only=not self.is_writer,
+            tensorboard=bool(config.training.get("tensorboard", False)),
+        )
         self.ckpt = checkpoint.Checkpointer(
             workdir / "checkpoints", keep=config.training.keep_checkpoints, config=self.config_dict
         )

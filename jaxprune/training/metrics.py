@@ -73,11 +73,23 @@ class MetricsWriter:
         0 fsyncs every record.
       read_only: only read the file; ``write``, ``flush`` and ``truncate_after`` do nothing
         (the processes other than 0 of a multi-process run).
+      tensorboard: also write every record as TensorBoard scalars in ``workdir/tensorboard``
+        (``tensorboard.py``; a resume hides the events past the step it truncates to).
     """
 
-    def __init__(self, workdir: str | Path, *, fsync_every_s: float = 2.0, read_only: bool = False):
+    def __init__(
+        self,
+        workdir: str | Path,
+        *,
+        fsync_every_s: float = 2.0,
+        read_only: bool = False,
+        tensorboard: bool = False,
+    ):
         self.path = Path(workdir) / "metrics.jsonl"
         self.read_only = read_only
+        self.tensorboard = tensorboard and not read_only
+        self._board = None
+        self._purge_step: int | None = None
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fsync_every_s = fsync_every_s
@@ -169,6 +181,18 @@ class MetricsWriter:
         line = json.dumps(record) + "\n"
         if not self._tail_checked:
             self._check_tail()
+        if self.tensorboard:
+            if self._board is None:
+                from jaxprune.training.tensorboard import TensorBoardWriter
+
+                self._board = TensorBoardWriter(
+                    self.path.parent / "tensorboard", purge_step=self._purge_step
+                )
+            self._board.write(
+                record["step"],
+                phase,
+                {k: v for k, v in record.items() if k not in ("step", "phase")},
+            )
         with self.path.open("a", encoding="utf-8") as f:
             f.write(line)
             f.flush()
@@ -181,6 +205,8 @@ class MetricsWriter:
 
     def flush(self) -> None:
         """Fsyncs the records written since the last fsync (call before saving a checkpoint)."""
+        if self._board is not None:
+            self._board.flush()
         if self.read_only or not self._unsynced:
             return
         fd = os.open(self.path, os.O_RDONLY)
@@ -201,8 +227,15 @@ class MetricsWriter:
         """
         if self.read_only:
             return
+        self._purge_step = step + 1 if step >= 0 else None  # a resume hides later events
         data, records, _ = self._scan()
         self._rewrite(data, [raw for record, raw in records if record["step"] <= step])
+
+    def close(self) -> None:
+        """Closes the TensorBoard event file (if any); the writer may still be read."""
+        if self._board is not None:
+            self._board.close()
+            self._board = None
 
 
 def write_summary(workdir: str | Path, summary: dict[str, Any]) -> Path:

@@ -25,6 +25,7 @@ IGNORED_ON_RESUME = frozenset(
         "dataset.data_dir",
         "debug.stop_at_step",
         "training.divergence_factor",
+        "training.tensorboard",
         "mesh.data",
         "mesh.model",
     }

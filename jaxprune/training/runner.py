@@ -471,3 +471,4 @@ def train_and_evaluate(
             return RunResult(workdir=workdir, config=config, stopped_at_step=int(stopped.args[0]))
         finally:
             runner.ctx.ckpt.close()  # pending Orbax saves finish before the lock is released
+            runner.ctx.writer.close()

@@ -47,7 +47,14 @@ from jaxprune.training import run_config
 MARKER = "jaxprune_run.json"
 LOCK = ".lock"
 # What a run writes at the top of its workdir (what a restart deletes, in this order).
-RUN_ENTRIES = ("checkpoints", "summary.json", "metrics.jsonl", "plots", "config.json")
+RUN_ENTRIES = (
+    "checkpoints",
+    "summary.json",
+    "metrics.jsonl",
+    "plots",
+    "tensorboard",
+    "config.json",
+)
 _SHOW = 5  # entries named in a refusal
 
 

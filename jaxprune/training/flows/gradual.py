@@ -18,6 +18,12 @@ from jaxprune.training.flows.base import Flow, training_phase
 _UPDATE_KEYS = ("mask_updated", "target_sparsity", "kept")
 
 
+def _eval_apply(ctx):
+    """The model in eval mode with its initial BatchNorm statistics (shapes are what matter)."""
+    variables = jax.device_get(ctx.init_variables())
+    return ctx.fns.eval_apply(variables.get("batch_stats", {}))
+
+
 @register
 class Gradual(Flow):
     """Gradual magnitude (or any score's) pruning on the cubic schedule, inside training."""
@@ -60,7 +66,7 @@ class Gradual(Flow):
         }
         prechecks.trace_check(
             lambda p, s, b: mask_fn(
-                p, s, key=jax.random.PRNGKey(0), batch=b, apply_fn=ctx.fns.eval_apply({})
+                p, s, key=jax.random.PRNGKey(0), batch=b, apply_fn=_eval_apply(ctx)
             ),
             params,
             jax.ShapeDtypeStruct((), "int32"),
@@ -68,13 +74,14 @@ class Gradual(Flow):
             what=f"pruning.score={ctx.config.pruning.score!r} (flow='gradual')",
         )
 
-    def _mask_fn(self, ctx, num_steps):
+    @staticmethod
+    def _mask_fn(ctx, num_steps):
         pruning = ctx.config.pruning
         schedule = ctx.sparsity_schedule
         params = jax.device_get(ctx.init_params())
         order = None
         if pruning.selection == "layerwise":
-            order = jp.layer_order(ctx.fns.eval_apply({}), params, ctx.sample_input)
+            order = jp.layer_order(_eval_apply(ctx), params, ctx.sample_input)
         return prune.traced_mask_fn(
             pruning,
             schedule,
