@@ -378,9 +378,10 @@ def test_global_mask_under_x64_is_exact():
 
 
 @pytest.mark.parametrize("min_keep", [None, {"fraction_of_total": 0.01}])
-def test_large_leaves_on_one_device_split_their_histograms_and_agree_with_sort(min_keep):
-    # Leaves over topk._SPLIT_MIN entries are counted in two halves on one device; heavy ties
-    # (values on a coarse grid) make the cut fall inside a run of equal scores.
+def test_leaves_on_one_device_searched_flat_agree_with_sort(min_keep):
+    # Eager calls on one device search flat views of the leaves (topk's single_device); heavy
+    # ties (values on a coarse grid) make the cut fall inside a run of equal scores of a 2-D
+    # leaf, so the row-major order of the flat tie search decides which ties are kept.
     rng = np.random.default_rng(5)
     params = {
         "a": {"kernel": np.round(rng.normal(size=(1100, 1000)), 2).astype(np.float32)},
