@@ -158,6 +158,15 @@ def test_slimming_penalty_and_threshold_on_vgg(tmp_path):
     assert math.isfinite(summary["test_loss"])
 
 
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "mobilenet_v1", "resnet56"])
+@pytest.mark.parametrize("method", ["l1_filter", "slimming"])
+def test_structured_pruning_accepts_every_model_with_channel_groups(name, method):
+    config = lenet5_mnist_rethinking.get_config("smoke")
+    config.model.name, config.structured.method = name, method
+    config.dataset.name, config.dataset.shape_like = "synthetic", "imagenet2012_32"
+    training.validate_config(config)
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
@@ -168,8 +177,11 @@ def test_slimming_penalty_and_threshold_on_vgg(tmp_path):
         ({"structured.skip": ("Conv_(",)}, r"structured\.skip has an invalid regex 'Conv_\('"),
         ({"structured.ratios": (("Conv", 2.0),)}, r"structured\.ratios\['Conv'\] must be in"),
         ({"scratch.budget_cap": 0.5}, r"scratch\.budget_cap must be in \[1, inf\], got 0\.5"),
-        ({"model.name": "resnet50"}, r"CIFAR resnet\{6n\+2\}\), got model\.name='resnet50'"),
-        ({"model.name": "mobilenet_v1"}, r"needs a model with channel groups"),
+        (
+            {"model.name": "wrn28_8"},
+            r"needs a model with channel groups .*got model\.name='wrn28_8'",
+        ),
+        ({"model.name": "fastgrnn"}, r"needs a model with channel groups"),
         (
             {"structured.method": "none", "flow": "scratch_b", "pruning.sparsity": 1.0},
             r"undefined at pruning\.sparsity=1",

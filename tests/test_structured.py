@@ -425,6 +425,10 @@ CASES = [
     ("lenet5", {}, MNIST),
     ("vgg11", {"width": 0.125}, (2, 16, 16, 3)),
     ("resnet20", {"width": 0.5}, (2, 8, 8, 3)),
+    # ImageNet models at small width and 32x32 inputs: the topology is what is tested.
+    ("resnet18", {"width": 0.125}, (2, 32, 32, 3)),
+    ("resnet50", {"width": 0.0625}, (2, 32, 32, 3)),
+    ("mobilenet_v1", {"width": 0.25}, (2, 32, 32, 3)),
 ]
 
 

@@ -86,3 +86,23 @@ def _events_of(path):
 def test_switched_off_writes_no_event_file(tmp_path):
     training.train_and_evaluate(_config(tensorboard=False), tmp_path)
     assert not (tmp_path / "tensorboard").exists()
+
+
+def test_tensorboardx_is_imported_without_torch_and_leaves_it_importable():
+    import subprocess
+    import sys
+
+    code = (
+        "import importlib.util, sys\n"
+        "from jaxprune.training import tensorboard\n"
+        "tensorboard._import_tensorboardx()\n"
+        "assert 'tensorboardX' in sys.modules and 'torch' not in sys.modules\n"
+        "if importlib.util.find_spec('torch') is not None:\n"
+        "    import torch\n"
+        "    assert torch.zeros(2).sum().item() == 0.0\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert out.stdout.strip() == "ok", out.stderr[-2000:]

@@ -14,6 +14,13 @@ straight back as ``widths`` (:func:`narrow`, :func:`shrink_model`):
   ``BasicBlock_i/Conv_0`` with ``BasicBlock_i/BatchNorm_0``, consumed by ``BasicBlock_i/Conv_1``.
   Block outputs (stem, ``Conv_1``, shortcuts) are tied together by the residual sums and are not
   prunable here.
+* :class:`~jaxprune.models.resnet_imagenet.ResNetImageNet`: the same for basic blocks
+  (ResNet-18/34); a bottleneck has two groups, ``Conv_0`` (1x1, consumed by the 3x3 ``Conv_1``)
+  and ``Conv_1`` (consumed by the 1x1 ``Conv_2``). Block outputs stay.
+* :class:`~jaxprune.models.mobilenet.MobileNetV1`: the stem ``Conv_0`` and every block's
+  ``pointwise`` output; a channel removed there also removes the next block's depthwise filter
+  and its BatchNorm entry (one filter per channel), and its row of the next ``pointwise`` kernel
+  (of ``Dense_0`` after the last block).
 
 Sizes and ``repeat`` come from the actual leaf shapes in ``variables`` (consumer rows / group size),
 so any input resolution and ``width`` work. Models built with ``linear=True`` have no BatchNorm:
@@ -32,14 +39,16 @@ from typing import Any
 
 import flax.linen as nn
 
-from jaxprune.models import resnet_cifar
+from jaxprune.models import mobilenet, resnet_cifar, resnet_imagenet
 from jaxprune.models.lenet import LeNet5, LeNet300
+from jaxprune.models.mobilenet import MobileNetV1
 from jaxprune.models.resnet_cifar import ResNet
+from jaxprune.models.resnet_imagenet import ResNetImageNet
 from jaxprune.models.vgg import VGG, conv_widths
 from jaxprune.pruning import structured
 from jaxprune.pruning.structured import ChannelGroup
 
-_SUPPORTED = "LeNet300, LeNet5, VGG, ResNet"
+_SUPPORTED = "LeNet300, LeNet5, VGG, ResNet, ResNetImageNet, MobileNetV1"
 
 
 def _leaf(variables: Mapping[str, Any], path: str) -> Any:
@@ -60,6 +69,7 @@ def _group(
     layer: str,
     consumers: Sequence[tuple[str, int]],
     norm: str | None = None,
+    channelwise: Sequence[tuple[str, str]] = (),
 ) -> ChannelGroup:
     """Builds the group of ``layer`` (a Conv/Dense scope) optionally followed by BatchNorm ``norm``.
 
@@ -68,6 +78,8 @@ def _group(
       layer: scope of the producing Conv/Dense, e.g. ``'BasicBlock_2/Conv_0'``.
       consumers: ``(kernel path without 'params/', input axis)`` of the consuming layers.
       norm: scope of the BatchNorm after ``layer``, if the model has one there.
+      channelwise: ``(depthwise conv, its BatchNorm)`` scopes between ``layer`` and the
+        consumers that keep one filter per channel (MobileNet): sliced like ``layer``'s outputs.
     """
     kernel = f"params/{layer}/kernel"
     size = int(_leaf(variables, kernel).shape[-1])
@@ -79,6 +91,14 @@ def _group(
         bn_scale = f"params/{norm}/scale"
         producers += [(bn_scale, 0), (f"params/{norm}/bias", 0)]
         producers += [(f"batch_stats/{norm}/mean", 0), (f"batch_stats/{norm}/var", 0)]
+    for conv, conv_norm in channelwise:
+        producers.append((f"params/{conv}/kernel", 3))
+        if _has(variables, f"params/{conv_norm}/scale"):
+            producers += [(f"params/{conv_norm}/scale", 0), (f"params/{conv_norm}/bias", 0)]
+            producers += [
+                (f"batch_stats/{conv_norm}/mean", 0),
+                (f"batch_stats/{conv_norm}/var", 0),
+            ]
     consumer_entries = []
     for path, axis in consumers:
         rows = int(_leaf(variables, f"params/{path}").shape[axis])
@@ -140,6 +160,46 @@ def channel_groups(model: nn.Module, variables: Mapping[str, Any]) -> list[Chann
             )
             for i in range(n)
         ]
+    if isinstance(model, ResNetImageNet):
+        kind, blocks = resnet_imagenet.CONFIGS[model.depth]
+        groups = []
+        for i in range(sum(blocks)):
+            if kind == "basic":
+                block = f"BasicBlock_{i}"
+                groups.append(
+                    _group(
+                        variables,
+                        f"{block}/Conv_0",
+                        [(f"{block}/Conv_1/kernel", 2)],
+                        norm=f"{block}/BatchNorm_0",
+                    )
+                )
+            else:
+                block = f"Bottleneck_{i}"
+                for j in (0, 1):
+                    groups.append(
+                        _group(
+                            variables,
+                            f"{block}/Conv_{j}",
+                            [(f"{block}/Conv_{j + 1}/kernel", 2)],
+                            norm=f"{block}/BatchNorm_{j}",
+                        )
+                    )
+        return groups
+    if isinstance(model, MobileNetV1):
+        n = len(mobilenet.BLOCKS)
+        layers = ["Conv_0"] + [f"DepthwiseSeparable_{i}/pointwise" for i in range(n)]
+        norms = ["BatchNorm_0"] + [f"DepthwiseSeparable_{i}/pointwise_norm" for i in range(n)]
+        groups = []
+        for i, (layer, norm) in enumerate(zip(layers, norms, strict=True)):
+            if i < n:  # feeds block i: its depthwise filters, then its pointwise rows
+                block = f"DepthwiseSeparable_{i}"
+                channelwise = [(f"{block}/depthwise", f"{block}/depthwise_norm")]
+                consumers = [(f"{block}/pointwise/kernel", 2)]
+            else:  # the last block feeds the classifier through the global average pool
+                channelwise, consumers = [], [("Dense_0/kernel", 0)]
+            groups.append(_group(variables, layer, consumers, norm, channelwise))
+        return groups
     if isinstance(model, ResNet):
         n = 3 * resnet_cifar.blocks_per_stage(model.depth)
         return [
@@ -172,7 +232,7 @@ def narrow(model: nn.Module, widths: Sequence[int]) -> nn.Module:
       NotImplementedError: if the model class is not supported (see :func:`channel_groups`).
       ValueError: if ``widths`` has non-positive entries (the length is checked at ``init``).
     """
-    if not isinstance(model, LeNet300 | LeNet5 | VGG | ResNet):
+    if not isinstance(model, LeNet300 | LeNet5 | VGG | ResNet | ResNetImageNet | MobileNetV1):
         raise NotImplementedError(
             f"narrow is not defined for {type(model).__name__}; supported: {_SUPPORTED}"
         )

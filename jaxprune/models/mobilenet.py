@@ -106,6 +106,8 @@ class MobileNetV1(nn.Module):
       num_classes: output units (1000 for ImageNet).
       width: the width multiplier ``alpha`` (channels ``int(c * alpha)``).
       dropout_rate: dropout before the classifier (0 disables it; needs a ``'dropout'`` rng).
+      widths: channel counts after structured pruning: the stem, then each block's pointwise
+        output (14 entries); a depthwise conv keeps the channels it is given.
       linear: effective-sparsity mode (identity activations, no BatchNorm, no dropout).
       dtype: computation dtype.
     """
@@ -113,6 +115,7 @@ class MobileNetV1(nn.Module):
     num_classes: int = 1000
     width: float = 1.0
     dropout_rate: float = 0.0
+    widths: tuple[int, ...] | None = None
     linear: bool = False
     dtype: Any = jnp.float32
 
@@ -121,8 +124,17 @@ class MobileNetV1(nn.Module):
         """Returns logits ``(N, num_classes)`` for NHWC inputs."""
         if not 0.0 <= self.dropout_rate < 1.0:
             raise ValueError(f"MobileNet dropout_rate must be in [0, 1), got {self.dropout_rate}")
-        x = nn.Conv(
+        if self.widths is not None and len(self.widths) != 1 + len(BLOCKS):
+            raise ValueError(
+                f"widths needs {1 + len(BLOCKS)} entries (stem + {len(BLOCKS)} blocks), got "
+                f"{len(self.widths)}"
+            )
+        widths = self.widths or (
             alpha_channels(STEM_WIDTH, self.width),
+            *(alpha_channels(features, self.width) for features, _ in BLOCKS),
+        )
+        x = nn.Conv(
+            widths[0],
             (3, 3),
             strides=2,
             padding=1,
@@ -131,9 +143,9 @@ class MobileNetV1(nn.Module):
         )(x)
         x = layers.norm(x, train=train, linear=self.linear, dtype=self.dtype)
         x = layers.activation(x, self.linear)
-        for features, strides in BLOCKS:
+        for (_, strides), features in zip(BLOCKS, widths[1:], strict=True):
             x = DepthwiseSeparable(
-                features=alpha_channels(features, self.width),
+                features=features,
                 strides=strides,
                 linear=self.linear,
                 dtype=self.dtype,

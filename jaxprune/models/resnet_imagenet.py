@@ -57,12 +57,15 @@ class Bottleneck(nn.Module):
     Attributes:
       features: inner width (the 1x1 and 3x3 convs); the output has ``4 * features`` channels.
       strides: stride of the 3x3 conv and of the projection (torchvision / ResNet v1.5).
+      inner: output channels of the 1x1 and the 3x3 conv when structured pruning narrowed them
+        (default: ``features`` both).
       linear: effective-sparsity mode.
       dtype: computation dtype.
     """
 
     features: int
     strides: int = 1
+    inner: tuple[int, int] | None = None
     linear: bool = False
     dtype: Any = jnp.float32
 
@@ -70,11 +73,12 @@ class Bottleneck(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         """Returns the block output, NHWC with ``4 * features`` channels."""
         out_features = self.features * BOTTLENECK_EXPANSION
+        first, second = (self.features, self.features) if self.inner is None else self.inner
         norm = dict(train=train, linear=self.linear, dtype=self.dtype)
-        y = nn.Conv(self.features, (1, 1), use_bias=False, dtype=self.dtype)(x)
+        y = nn.Conv(first, (1, 1), use_bias=False, dtype=self.dtype)(x)
         y = layers.activation(layers.norm(y, **norm), self.linear)
         y = nn.Conv(
-            self.features,
+            second,
             (3, 3),
             strides=self.strides,
             padding=1,
@@ -103,6 +107,8 @@ class ResNetImageNet(nn.Module):
       depth: 18, 34, 50, 101 or 152.
       num_classes: output units (1000 for ImageNet).
       width: multiplier for all channel counts (64/128/256/512 base widths at 1).
+      widths: inner widths after structured pruning, in block order: one per basic block (its
+        first conv), two per bottleneck (its 1x1 and 3x3 convs); block outputs stay (residuals).
       linear: effective-sparsity mode (identity activations, average pool, no BatchNorm).
       dtype: computation dtype.
     """
@@ -110,6 +116,7 @@ class ResNetImageNet(nn.Module):
     depth: int = 50
     num_classes: int = 1000
     width: float = 1.0
+    widths: tuple[int, ...] | None = None
     linear: bool = False
     dtype: Any = jnp.float32
 
@@ -130,13 +137,26 @@ class ResNetImageNet(nn.Module):
         x = layers.norm(x, train=train, linear=self.linear, dtype=self.dtype)
         x = layers.activation(x, self.linear)
         x = layers.pool(x, 3, 2, linear=self.linear, padding=((1, 1), (1, 1)))
+        per_block = 1 if kind == "basic" else 2
+        if self.widths is not None and len(self.widths) != per_block * sum(blocks):
+            raise ValueError(
+                f"widths needs {per_block * sum(blocks)} entries for ResNet-{self.depth}, got "
+                f"{len(self.widths)}"
+            )
+        index = 0
         for stage, (base, n) in enumerate(zip(STAGE_WIDTHS, blocks, strict=True)):
             for i in range(n):
+                extra = {}
+                if self.widths is not None:
+                    own = tuple(self.widths[index : index + per_block])
+                    extra = {"inner_features": own[0]} if kind == "basic" else {"inner": own}
+                index += per_block
                 x = block_cls(
                     features=layers.scaled(base, self.width),
                     strides=2 if stage > 0 and i == 0 else 1,
                     linear=self.linear,
                     dtype=self.dtype,
+                    **extra,
                 )(x, train=train)
         x = jnp.mean(x, axis=(1, 2))
         return nn.Dense(self.num_classes, dtype=self.dtype)(x)

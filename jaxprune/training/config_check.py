@@ -261,19 +261,16 @@ def _structured(config: ml_collections.ConfigDict) -> None:
             f"model.name={config.model.name!r}"
         )
     name = config.model.name.lower()
-    families = ("lenet", "vgg", "resnet") if block.method == "l1_filter" else ("vgg", "resnet")
-    from jaxprune import models
-    from jaxprune.models.resnet_cifar import ResNet
-
-    module = models.get_model(config.model.name, 10)
-    # The channel topology (models.channels) knows the CIFAR zoo: LeNet, VGG, CIFAR ResNets.
-    cifar_resnet = isinstance(module, ResNet) or not name.startswith("resnet")
-    if not name.startswith(families) or not cifar_resnet:
+    families = ("lenet", "vgg", "resnet", "mobilenet")
+    if block.method != "l1_filter":
+        families = families[1:]
+    # The channel topology (models.channels) knows LeNet, VGG, the CIFAR and ImageNet ResNets
+    # and MobileNet-V1 (not WRN, whose inner widths are not per block, nor FastGRNN).
+    if not name.startswith(families):
         what = "channel groups" if block.method == "l1_filter" else "BatchNorm scales"
         raise ValueError(
             f"structured.method={block.method!r} needs a model with {what} "
-            f"({', '.join(f + '*' for f in families)}; ResNets: the CIFAR resnet{{6n+2}}), got "
-            f"model.name={config.model.name!r}"
+            f"({', '.join(f + '*' for f in families)}), got model.name={config.model.name!r}"
         )
 
 

@@ -89,6 +89,7 @@ class MetricsWriter:
         self.read_only = read_only
         self.tensorboard = tensorboard and not read_only
         self._board = None
+
         self._purge_step: int | None = None
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,10 +10,32 @@ same step. A resumed run purges the events past its checkpoint (``purge_step``),
 
 from __future__ import annotations
 
+import importlib
 import math
 import numbers
+import sys
 from pathlib import Path
 from typing import Any
+
+
+def _import_tensorboardx() -> Any:
+    """``tensorboardX`` imported without torch.
+
+    tensorboardX's writer module imports torch when it is installed, only to accept torch
+    tensors (about 0.8 s at start-up); we give it Python floats. Unless torch is already loaded,
+    ``import torch`` fails during the import (a ``None`` in ``sys.modules``), then nothing of
+    it is left behind.
+    """
+    if "tensorboardX" in sys.modules:
+        return sys.modules["tensorboardX"]
+    if "torch" in sys.modules:
+        return importlib.import_module("tensorboardX")
+    sys.modules["torch"] = None  # type: ignore[assignment]
+    try:
+        return importlib.import_module("tensorboardX")
+    finally:
+        if sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
 
 
 def tag_of(phase: str, name: str) -> str:
@@ -30,7 +52,7 @@ class TensorBoardWriter:
     """
 
     def __init__(self, directory: str | Path, *, purge_step: int | None = None):
-        from tensorboardX import SummaryWriter
+        SummaryWriter = _import_tensorboardx().SummaryWriter  # noqa: N806
 
         self.directory = Path(directory)
         self._writer = SummaryWriter(
