@@ -17,3 +17,22 @@ os.environ.setdefault(
 )
 
 collect_ignore = [] if os.environ.get("JAXPRUNE_MULTIDEVICE") == "1" else ["multidevice"]
+
+# The longest tests (each runs several training processes) go first, so that with
+# ``pytest -n 2`` the two workers finish together instead of one waiting on a late long test.
+_LONG_FIRST = (
+    "tests/test_multidevice.py",
+    "tests/test_multiprocess.py",
+    "tests/test_paper_scale_configs.py",
+    "tests/test_sweep.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    del config
+
+    def rank(item):
+        path = item.nodeid.split("::")[0]
+        return _LONG_FIRST.index(path) if path in _LONG_FIRST else len(_LONG_FIRST)
+
+    items.sort(key=rank)  # stable: the order within each group is kept

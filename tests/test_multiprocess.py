@@ -92,12 +92,13 @@ N_PRUNABLE = 784 * 300 + 300 * 100 + 100 * 10
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """prune_finetune on 1 x 8 devices, and on 2 x 4 stopped at step 30 and resumed; gradual
-    on 2 x 4."""
+    on 1 x 8 and 2 x 4."""
     root = tmp_path_factory.mktemp("multiprocess")
     out = {"gmp_1": (root / "gmp_1", _run(GMP, root / "gmp_1", 1))}
     stopped = _run(GMP, root / "gmp_2", 2, "--config.debug.stop_at_step=30")
     out["gmp_2_stopped"] = (root / "gmp_2", stopped, _records(root / "gmp_2"))
     out["gmp_2"] = (root / "gmp_2", _run(GMP, root / "gmp_2", 2))
+    out["gradual_1"] = (root / "gradual_1", _run(GRADUAL, root / "gradual_1", 1))
     out["gradual_2"] = (root / "gradual_2", _run(GRADUAL, root / "gradual_2", 2))
     return out
 
@@ -146,6 +147,12 @@ def test_gradual_pruning_inside_the_two_process_step_keeps_exact_counts(runs):
     assert len(updates) == 4
     for record in updates:
         assert record["kept"] == jp.n_keep_for(schedule.sparsity_at(record["step"] - 1), N_PRUNABLE)
+    # The same masks (updated inside the jitted step) and records as on 1 x 8 devices.
+    one, _ = runs["gradual_1"]
+    _assert_same_records(_records(workdir), _records(one), exact=False)
+    r1, r2 = jp.load_run(one), jp.load_run(workdir)
+    for m1, m2 in zip(jax.tree.leaves(r1.masks), jax.tree.leaves(r2.masks), strict=True):
+        np.testing.assert_array_equal(m2, m1)
 
 
 @pytest.mark.parametrize("run", ["gmp_2", "gradual_2"])

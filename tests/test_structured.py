@@ -429,6 +429,7 @@ CASES = [
     ("resnet18", {"width": 0.125}, (2, 32, 32, 3)),
     ("resnet50", {"width": 0.0625}, (2, 32, 32, 3)),
     ("mobilenet_v1", {"width": 0.25}, (2, 32, 32, 3)),
+    ("wrn16_2", {"width": 0.5}, (2, 8, 8, 3)),
 ]
 
 
@@ -505,11 +506,11 @@ def test_resnet_width_2_shapes_params_only():
 
 
 def test_channel_groups_errors():
-    wrn = get_model("wrn16_8", 10, width=0.125)
-    with pytest.raises(NotImplementedError, match="WideResNet"):
-        channels.channel_groups(wrn, {"params": {}})
-    with pytest.raises(NotImplementedError, match="WideResNet"):
-        channels.narrow(wrn, (1, 2))
+    rnn = get_model("fastgrnn", 2)
+    with pytest.raises(NotImplementedError, match="FastGRNN"):
+        channels.channel_groups(rnn, {"params": {}})
+    with pytest.raises(NotImplementedError, match="FastGRNN"):
+        channels.narrow(rnn, (1, 2))
     lenet = get_model("lenet5", 10)
     with pytest.raises(ValueError, match=r"\{'params': \.\.\.\}.*\['Conv_0'"):
         channels.channel_groups(lenet, {"Conv_0": {}})

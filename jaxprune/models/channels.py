@@ -28,8 +28,9 @@ their groups have only the conv producers and ``bn_scale=None``. BatchNorm ``bat
 are listed whenever the model has BatchNorm parameters, even if ``variables`` has no
 ``batch_stats`` (``shrink`` then skips them).
 
-:class:`~jaxprune.models.wrn.WideResNet` has no ``widths`` field (its inner widths cannot be set
-per block), so it raises ``NotImplementedError``, as does any other model class.
+:class:`~jaxprune.models.wrn.WideResNet`: the inner width of each pre-activation block,
+``WideBasicBlock_i/Conv_0`` with ``WideBasicBlock_i/BatchNorm_1``, consumed by its ``Conv_1``.
+Any other model class (FastGRNN, user models) raises ``NotImplementedError``.
 """
 
 from __future__ import annotations
@@ -39,16 +40,17 @@ from typing import Any
 
 import flax.linen as nn
 
-from jaxprune.models import mobilenet, resnet_cifar, resnet_imagenet
+from jaxprune.models import mobilenet, resnet_cifar, resnet_imagenet, wrn
 from jaxprune.models.lenet import LeNet5, LeNet300
 from jaxprune.models.mobilenet import MobileNetV1
 from jaxprune.models.resnet_cifar import ResNet
 from jaxprune.models.resnet_imagenet import ResNetImageNet
 from jaxprune.models.vgg import VGG, conv_widths
+from jaxprune.models.wrn import WideResNet
 from jaxprune.pruning import structured
 from jaxprune.pruning.structured import ChannelGroup
 
-_SUPPORTED = "LeNet300, LeNet5, VGG, ResNet, ResNetImageNet, MobileNetV1"
+_SUPPORTED = "LeNet300, LeNet5, VGG, ResNet, ResNetImageNet, MobileNetV1, WideResNet"
 
 
 def _leaf(variables: Mapping[str, Any], path: str) -> Any:
@@ -130,7 +132,7 @@ def channel_groups(model: nn.Module, variables: Mapping[str, Any]) -> list[Chann
       One ``ChannelGroup`` per ``widths`` entry.
 
     Raises:
-      NotImplementedError: for ``WideResNet`` or any other model class (named in the message).
+      NotImplementedError: for any other model class (named in the message).
       ValueError: if ``variables`` has no ``'params'`` or lacks a layer of the model.
     """
     if not isinstance(variables, Mapping) or "params" not in variables:
@@ -200,6 +202,17 @@ def channel_groups(model: nn.Module, variables: Mapping[str, Any]) -> list[Chann
                 channelwise, consumers = [], [("Dense_0/kernel", 0)]
             groups.append(_group(variables, layer, consumers, norm, channelwise))
         return groups
+    if isinstance(model, WideResNet):
+        n = 3 * wrn.blocks_per_stage(model.depth)
+        return [
+            _group(
+                variables,
+                f"WideBasicBlock_{i}/Conv_0",
+                [(f"WideBasicBlock_{i}/Conv_1/kernel", 2)],
+                norm=f"WideBasicBlock_{i}/BatchNorm_1",  # BatchNorm_0 is the pre-activation
+            )
+            for i in range(n)
+        ]
     if isinstance(model, ResNet):
         n = 3 * resnet_cifar.blocks_per_stage(model.depth)
         return [
@@ -214,11 +227,6 @@ def channel_groups(model: nn.Module, variables: Mapping[str, Any]) -> list[Chann
     raise NotImplementedError(
         f"structured pruning topology is not defined for {type(model).__name__}; "
         f"supported: {_SUPPORTED}"
-        + (
-            " (WideResNet has no per-block `widths` field)"
-            if "Wide" in type(model).__name__
-            else ""
-        )
     )
 
 
@@ -232,7 +240,9 @@ def narrow(model: nn.Module, widths: Sequence[int]) -> nn.Module:
       NotImplementedError: if the model class is not supported (see :func:`channel_groups`).
       ValueError: if ``widths`` has non-positive entries (the length is checked at ``init``).
     """
-    if not isinstance(model, LeNet300 | LeNet5 | VGG | ResNet | ResNetImageNet | MobileNetV1):
+    if not isinstance(
+        model, LeNet300 | LeNet5 | VGG | ResNet | ResNetImageNet | MobileNetV1 | WideResNet
+    ):
         raise NotImplementedError(
             f"narrow is not defined for {type(model).__name__}; supported: {_SUPPORTED}"
         )

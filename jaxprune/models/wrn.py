@@ -45,6 +45,8 @@ class WideBasicBlock(nn.Module):
     Attributes:
       features: output channels.
       strides: stride of the first conv and of the shortcut.
+      inner_features: output channels of the first conv (default ``features``; structured
+        pruning narrows it).
       dropout_rate: dropout rate between the convs.
       linear: effective-sparsity mode.
       dtype: computation dtype.
@@ -52,6 +54,7 @@ class WideBasicBlock(nn.Module):
 
     features: int
     strides: int = 1
+    inner_features: int | None = None
     dropout_rate: float = 0.0
     linear: bool = False
     dtype: Any = jnp.float32
@@ -62,7 +65,8 @@ class WideBasicBlock(nn.Module):
         conv = dict(kernel_size=(3, 3), padding=1, use_bias=False, dtype=self.dtype)
         out = layers.norm(x, train=train, linear=self.linear, dtype=self.dtype)
         out = layers.activation(out, self.linear)
-        y = nn.Conv(self.features, strides=self.strides, **conv)(out)
+        inner = self.features if self.inner_features is None else self.inner_features
+        y = nn.Conv(inner, strides=self.strides, **conv)(out)
         y = layers.norm(y, train=train, linear=self.linear, dtype=self.dtype)
         y = layers.activation(y, self.linear)
         y = layers.dropout(y, self.dropout_rate, train=train, linear=self.linear)
@@ -89,6 +93,8 @@ class WideResNet(nn.Module):
       num_classes: output units.
       dropout_rate: dropout between the convs of each block (0 disables it).
       width: multiplier for all channel counts, stem included.
+      widths: inner width of each block (its first conv) after structured pruning; block
+        outputs stay (residual sums).
       linear: effective-sparsity mode (identity activations, no BatchNorm, no dropout).
       dtype: computation dtype.
     """
@@ -98,6 +104,7 @@ class WideResNet(nn.Module):
     num_classes: int = 10
     dropout_rate: float = 0.0
     width: float = 1.0
+    widths: tuple[int, ...] | None = None
     linear: bool = False
     dtype: Any = jnp.float32
 
@@ -116,11 +123,16 @@ class WideResNet(nn.Module):
             use_bias=False,
             dtype=self.dtype,
         )(x)
+        if self.widths is not None and len(self.widths) != 3 * n:
+            raise ValueError(
+                f"widths needs {3 * n} entries for WRN-{self.depth}, got {len(self.widths)}"
+            )
         for stage, base in enumerate(STAGE_WIDTHS):
             features = layers.scaled(base * self.widen_factor, self.width)
             for i in range(n):
                 x = WideBasicBlock(
                     features=features,
+                    inner_features=None if self.widths is None else self.widths[stage * n + i],
                     strides=2 if stage > 0 and i == 0 else 1,
                     dropout_rate=self.dropout_rate,
                     linear=self.linear,
