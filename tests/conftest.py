@@ -20,6 +20,8 @@ collect_ignore = [] if os.environ.get("JAXPRUNE_MULTIDEVICE") == "1" else ["mult
 
 # The longest tests (each runs several training processes) go first, so that with
 # ``pytest -n 2`` the two workers finish together instead of one waiting on a late long test.
+# ``--dist loadfile`` (Makefile) gives a whole file to one worker, so a module fixture that trains
+# runs once, not once per worker.
 _LONG_FIRST = (
     "tests/test_multidevice.py",
     "tests/test_multiprocess.py",
