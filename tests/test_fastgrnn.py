@@ -74,14 +74,18 @@ def test_har2_default_size_and_registry():
         FastGRNN(gate_nonlinearity="softsign").init(KEY, jnp.zeros((1, 4, 2)))
 
 
-def test_no_structured_pruning_for_fastgrnn():
+def test_structured_pruning_removes_hidden_units_l1_only():
     model = get_model("fastgrnn", 2)
     variables = model.init(KEY, jnp.zeros((1, 4, 9)))
-    with pytest.raises(NotImplementedError, match="FastGRNN"):
-        channels.channel_groups(model, variables)
+    (group,) = channels.channel_groups(model, variables)
+    assert (group.name, group.size, group.bn_scale) == ("hidden", 80, None)
+    assert ("params/U/kernel", 1) in group.producers
+    assert ("params/U/kernel", 0, 1) in group.consumers
     config = fastgrnn_har2_gmp.get_config("smoke")
     config.structured.method = "l1_filter"
-    with pytest.raises(ValueError, match="needs a model with channel groups.*'fastgrnn'"):
+    training.validate_config(config)
+    config.structured.method = "slimming"  # no BatchNorm scales to threshold
+    with pytest.raises(ValueError, match="needs a model with BatchNorm scales.*'fastgrnn'"):
         training.validate_config(config)
 
 

@@ -177,7 +177,7 @@ def test_structured_pruning_accepts_every_model_with_channel_groups(name, method
         ({"structured.skip": ("Conv_(",)}, r"structured\.skip has an invalid regex 'Conv_\('"),
         ({"structured.ratios": (("Conv", 2.0),)}, r"structured\.ratios\['Conv'\] must be in"),
         ({"scratch.budget_cap": 0.5}, r"scratch\.budget_cap must be in \[1, inf\], got 0\.5"),
-        ({"model.name": "fastgrnn"}, r"needs a model with channel groups"),
+        ({"model.name": "jaxprune.models.lenet:LeNet300"}, r"needs a zoo model with channel"),
         (
             {"structured.method": "none", "flow": "scratch_b", "pruning.sparsity": 1.0},
             r"undefined at pruning\.sparsity=1",

@@ -7,6 +7,7 @@ BatchNorm statistics), for LeNet-5, VGG and ResNet.
 
 import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -430,6 +431,8 @@ CASES = [
     ("resnet50", {"width": 0.0625}, (2, 32, 32, 3)),
     ("mobilenet_v1", {"width": 0.25}, (2, 32, 32, 3)),
     ("wrn16_2", {"width": 0.5}, (2, 8, 8, 3)),
+    ("fastgrnn", {"hidden_size": 12}, (2, 5, 9)),  # (batch, time, features): hidden units
+    ("fastgrnn", {"hidden_size": 12, "w_rank": 3, "u_rank": 4}, (2, 5, 9)),
 ]
 
 
@@ -506,11 +509,15 @@ def test_resnet_width_2_shapes_params_only():
 
 
 def test_channel_groups_errors():
-    rnn = get_model("fastgrnn", 2)
-    with pytest.raises(NotImplementedError, match="FastGRNN"):
-        channels.channel_groups(rnn, {"params": {}})
-    with pytest.raises(NotImplementedError, match="FastGRNN"):
-        channels.narrow(rnn, (1, 2))
+    class Mine(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(2)(x)
+
+    with pytest.raises(NotImplementedError, match="Mine"):
+        channels.channel_groups(Mine(), {"params": {}})
+    with pytest.raises(NotImplementedError, match="Mine"):
+        channels.narrow(Mine(), (1, 2))
     lenet = get_model("lenet5", 10)
     with pytest.raises(ValueError, match=r"\{'params': \.\.\.\}.*\['Conv_0'"):
         channels.channel_groups(lenet, {"Conv_0": {}})

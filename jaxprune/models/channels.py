@@ -30,7 +30,9 @@ are listed whenever the model has BatchNorm parameters, even if ``variables`` ha
 
 :class:`~jaxprune.models.wrn.WideResNet`: the inner width of each pre-activation block,
 ``WideBasicBlock_i/Conv_0`` with ``WideBasicBlock_i/BatchNorm_1``, consumed by its ``Conv_1``.
-Any other model class (FastGRNN, user models) raises ``NotImplementedError``.
+:class:`~jaxprune.models.fastgrnn.FastGRNN`: one group, the hidden units (``W``/``W2`` and
+``U``/``U2`` columns and both biases; read by the ``U``/``U1`` rows and the classifier). Any
+other model class (user models) raises ``NotImplementedError``.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from typing import Any
 import flax.linen as nn
 
 from jaxprune.models import mobilenet, resnet_cifar, resnet_imagenet, wrn
+from jaxprune.models.fastgrnn import FastGRNN
 from jaxprune.models.lenet import LeNet5, LeNet300
 from jaxprune.models.mobilenet import MobileNetV1
 from jaxprune.models.resnet_cifar import ResNet
@@ -50,7 +53,7 @@ from jaxprune.models.wrn import WideResNet
 from jaxprune.pruning import structured
 from jaxprune.pruning.structured import ChannelGroup
 
-_SUPPORTED = "LeNet300, LeNet5, VGG, ResNet, ResNetImageNet, MobileNetV1, WideResNet"
+_SUPPORTED = "LeNet300, LeNet5, VGG, ResNet, ResNetImageNet, MobileNetV1, WideResNet, FastGRNN"
 
 
 def _leaf(variables: Mapping[str, Any], path: str) -> Any:
@@ -202,6 +205,21 @@ def channel_groups(model: nn.Module, variables: Mapping[str, Any]) -> list[Chann
                 channelwise, consumers = [], [("Dense_0/kernel", 0)]
             groups.append(_group(variables, layer, consumers, norm, channelwise))
         return groups
+    if isinstance(model, FastGRNN):
+        # A hidden unit: its W and U columns and biases make it; its U row and classifier row
+        # read it. Pruned (all zero), it stays 0 from h_0 = 0 on, so removing it is exact.
+        w = "W2" if model.w_rank is not None else "W"
+        u_in, u_out = ("U1", "U2") if model.u_rank is not None else ("U", "U")
+        kernel = f"params/{w}/kernel"
+        size = int(_leaf(variables, kernel).shape[-1])
+        producers = (
+            (kernel, 1),
+            (f"params/{u_out}/kernel", 1),
+            ("params/bias_gate", 0),
+            ("params/bias_update", 0),
+        )
+        consumers = ((f"params/{u_in}/kernel", 0, 1), ("params/Dense_0/kernel", 0, 1))
+        return [ChannelGroup("hidden", size, producers, consumers, kernel, None)]
     if isinstance(model, WideResNet):
         n = 3 * wrn.blocks_per_stage(model.depth)
         return [
@@ -241,7 +259,8 @@ def narrow(model: nn.Module, widths: Sequence[int]) -> nn.Module:
       ValueError: if ``widths`` has non-positive entries (the length is checked at ``init``).
     """
     if not isinstance(
-        model, LeNet300 | LeNet5 | VGG | ResNet | ResNetImageNet | MobileNetV1 | WideResNet
+        model,
+        LeNet300 | LeNet5 | VGG | ResNet | ResNetImageNet | MobileNetV1 | WideResNet | FastGRNN,
     ):
         raise NotImplementedError(
             f"narrow is not defined for {type(model).__name__}; supported: {_SUPPORTED}"

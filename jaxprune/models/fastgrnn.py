@@ -100,6 +100,7 @@ class FastGRNN(nn.Module):
       num_classes: output logits.
       hidden_size: hidden units ``H`` at ``width`` 1 (80: the paper's HAR-2 model).
       width: multiplier for ``hidden_size`` (the zoo's width field).
+      widths: ``(hidden units,)`` after structured pruning (overrides ``hidden_size * width``).
       w_rank: rank of ``W`` (``W = W1 @ W2``); None for a full-rank ``W``.
       u_rank: rank of ``U`` (``U = U1 @ U2``); None for a full-rank ``U``.
       gate_nonlinearity: ``z_t``'s nonlinearity, a key of ``NONLINEARITIES``.
@@ -112,6 +113,7 @@ class FastGRNN(nn.Module):
     num_classes: int = 2
     hidden_size: int = HIDDEN_SIZE
     width: float = 1.0
+    widths: tuple[int, ...] | None = None
     w_rank: int | None = None
     u_rank: int | None = None
     gate_nonlinearity: str = "sigmoid"
@@ -141,6 +143,8 @@ class FastGRNN(nn.Module):
         gate = _nonlinearity("gate_nonlinearity", self.gate_nonlinearity)
         update = _nonlinearity("update_nonlinearity", self.update_nonlinearity)
         hidden = layers.scaled(self.hidden_size, self.width)
+        if self.widths is not None:
+            (hidden,) = self.widths
         features = x.shape[-1]
         x = x.astype(self.dtype)
 

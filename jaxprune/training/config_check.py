@@ -261,11 +261,11 @@ def _structured(config: ml_collections.ConfigDict) -> None:
             f"model.name={config.model.name!r}"
         )
     name = config.model.name.lower()
-    families = ("lenet", "vgg", "resnet", "mobilenet", "wrn")
-    if block.method != "l1_filter":
-        families = families[1:]
+    families = ("lenet", "vgg", "resnet", "mobilenet", "wrn", "fastgrnn")
+    if block.method != "l1_filter":  # slimming needs BatchNorm scales
+        families = families[1:-1]
     # The channel topology (models.channels) knows LeNet, VGG, the CIFAR and ImageNet ResNets,
-    # MobileNet-V1 and WRN (not FastGRNN or user models).
+    # MobileNet-V1, WRN and FastGRNN (not user models).
     if not name.startswith(families):
         what = "channel groups" if block.method == "l1_filter" else "BatchNorm scales"
         raise ValueError(
