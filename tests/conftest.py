@@ -18,7 +18,7 @@ os.environ.setdefault(
 
 collect_ignore = [] if os.environ.get("JAXPRUNE_MULTIDEVICE") == "1" else ["multidevice"]
 
-# The longest tests (each runs several training processes) go first, so that with
+# The longest test files go first, so that with
 # ``pytest -n 2`` the two workers finish together instead of one waiting on a late long test.
 # ``--dist loadfile`` (Makefile) gives a whole file to one worker, so a module fixture that trains
 # runs once, not once per worker.
@@ -26,7 +26,14 @@ _LONG_FIRST = (
     "tests/test_multidevice.py",
     "tests/test_multiprocess.py",
     "tests/test_paper_scale_configs.py",
+    "tests/test_train.py",
+    "tests/test_run_failures.py",
+    "tests/test_rethinking_flows.py",
+    "tests/test_zoo_imagenet.py",
     "tests/test_sweep.py",
+    "tests/test_experiment_scripts.py",
+    "tests/test_checkpoint_integrity.py",
+    "tests/test_lottery.py",
 )
 
 
