@@ -14,7 +14,7 @@ demo: $(RUN_STAMP)
 	$(PY) -m jaxprune.main --config configs/lenet300_mnist_gmp.py --workdir runs/lenet300_mnist_gmp
 
 test: $(TEST_STAMP)
-	$(PY) -m pytest -n 2 --dist loadfile
+	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check .

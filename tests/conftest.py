@@ -21,7 +21,8 @@ collect_ignore = [] if os.environ.get("JAXPRUNE_MULTIDEVICE") == "1" else ["mult
 # The longest test files go first, so that with
 # ``pytest -n 2`` the two workers finish together instead of one waiting on a late long test.
 # ``--dist loadfile`` (Makefile) gives a whole file to one worker, so a module fixture that trains
-# runs once, not once per worker.
+# runs once, not once per worker; ``--no-loadscope-reorder`` keeps this order (by default xdist
+# starts the files with the most tests first, which left the one-test 8-device run for last).
 _LONG_FIRST = (
     "tests/test_multidevice.py",
     "tests/test_multiprocess.py",
