@@ -151,6 +151,35 @@ def shard_rows(batch: Batch, shard: tuple[int, int]) -> Batch:
     return {k: v[first : first + rows] for k, v in batch.items()}
 
 
+def in_memory_eval_batches(
+    dataset: Dataset,
+    inputs: np.ndarray | None,
+    labels: np.ndarray | None,
+    batch_size: int,
+    split: str,
+    shard: tuple[int, int],
+    prepare: Callable[[np.ndarray], np.ndarray],
+) -> Iterator[Batch]:
+    """``Dataset.eval_batches`` of a split held in memory as ``(inputs, labels)``.
+
+    Arguments are checked now (``split`` by ``dataset.split_size``); batches are made lazily:
+    this shard's rows of each padded global batch, ``prepare`` applied to the inputs.
+    """
+    size = dataset.split_size(split)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    first, rows = check_shard(shard, batch_size)
+
+    def batches() -> Iterator[Batch]:
+        for start in range(0, size, batch_size):
+            # This shard's rows of the padded global batch [start, start + batch_size).
+            lo = min(start + first, size)
+            hi = min(start + first + rows, size)
+            yield pad_batch({"image": prepare(inputs[lo:hi]), "label": labels[lo:hi]}, rows)
+
+    return batches()
+
+
 def pad_batch(batch: Batch, batch_size: int) -> Batch:
     """Pads a short evaluation batch with zeros up to ``batch_size`` and adds ``weight``.
 
@@ -349,23 +378,10 @@ class ArrayDataset(Dataset):
         self, batch_size: int, split: str = "test", *, shard: tuple[int, int] = (0, 1)
     ) -> Iterator[Batch]:
         """See ``Dataset.eval_batches``."""
-        size = self.split_size(split)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        check_shard(shard, batch_size)
-        return self._eval_iterator(batch_size, split, size, tuple(shard))
-
-    def _eval_iterator(
-        self, batch_size: int, split: str, size: int, shard: tuple[int, int]
-    ) -> Iterator[Batch]:
-        images, labels = self._splits[split]
-        first, rows = check_shard(shard, batch_size)
-        for start in range(0, size, batch_size):
-            # This shard's rows of the padded global batch [start, start + batch_size).
-            lo = min(start + first, size)
-            hi = min(start + first + rows, size)
-            batch = {"image": self._normalize(images[lo:hi]), "label": labels[lo:hi]}
-            yield pad_batch(batch, rows)
+        images, labels = self._splits[split] if split in self._splits else (None, None)
+        return in_memory_eval_batches(
+            self, images, labels, batch_size, split, shard, prepare=self._normalize
+        )
 
     def sample(self, n: int, seed: int, split: str = "train") -> Batch:
         """See ``Dataset.sample``."""

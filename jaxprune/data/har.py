@@ -53,10 +53,8 @@ from jaxprune.data.dataset import (
     Batch,
     Dataset,
     batch_indices,
-    check_shard,
-    pad_batch,
+    in_memory_eval_batches,
     sample_indices,
-    shard_rows,
 )
 from jaxprune.data.tfds_source import DatasetNotPreparedError
 
@@ -249,20 +247,8 @@ class SequenceDataset(Dataset):
         self, batch_size: int, split: str = "test", *, shard: tuple[int, int] = (0, 1)
     ) -> Iterator[Batch]:
         """See ``Dataset.eval_batches``."""
-        size = self.split_size(split)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        check_shard(shard, batch_size)
-        return self._eval_iterator(batch_size, split, size, tuple(shard))
-
-    def _eval_iterator(
-        self, batch_size: int, split: str, size: int, shard: tuple[int, int]
-    ) -> Iterator[Batch]:
-        x, y = self._splits[split]
-        for start in range(0, size, batch_size):
-            stop = min(start + batch_size, size)
-            batch = pad_batch({"image": x[start:stop], "label": y[start:stop]}, batch_size)
-            yield batch if shard == (0, 1) else shard_rows(batch, shard)
+        x, y = self._splits[split] if split in self._splits else (None, None)
+        return in_memory_eval_batches(self, x, y, batch_size, split, shard, prepare=lambda v: v)
 
     def sample(self, n: int, seed: int, split: str = "train") -> Batch:
         """See ``Dataset.sample``."""
