@@ -147,6 +147,43 @@ def search_rows(
     return rows
 
 
+def markdown_table(rows: list[dict[str, Any]], searched: list[dict[str, Any]] = ()) -> str:
+    """Markdown table: per quota and target direct compression, means over seeds.
+
+    Effective compression is averaged over the networks that stay connected ("-" when none
+    does); "disconnected" counts the seeds whose network has no input-output path. With
+    ``searched`` rows, a second table gives the direct compression the effective-target search
+    needed per quota (mean, min and max over seeds).
+    """
+    header = ["quota", "direct (target)", "seeds", "direct", "effective", "disconnected"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for quota in dict.fromkeys(r["quota"] for r in rows):
+        for target in sorted({r["target_compression"] for r in rows if r["quota"] == quota}):
+            group = [r for r in rows if r["quota"] == quota and r["target_compression"] == target]
+            connected = [r["effective_compression"] for r in group if not r["disconnected"]]
+            direct = float(np.mean([r["direct_compression"] for r in group]))
+            effective = f"{np.mean(connected):.1f}x" if connected else "-"
+            n_disc = sum(bool(r["disconnected"]) for r in group)
+            lines.append(
+                f"| {quota} | {target:g}x | {len(group)} | {direct:.1f}x | {effective} | "
+                f"{n_disc}/{len(group)} |"
+            )
+    if searched:
+        lines += [
+            "",
+            "| quota | effective (target) | seeds | direct needed (mean) | min | max |",
+            "|---|---|---|---|---|---|",
+        ]
+        for quota in dict.fromkeys(r["quota"] for r in searched):
+            group = [r for r in searched if r["quota"] == quota]
+            values = [r["direct_compression"] for r in group]
+            lines.append(
+                f"| {quota} | {group[0]['target_effective_compression']:g}x | {len(group)} | "
+                f"{np.mean(values):.2f}x | {min(values):.2f}x | {max(values):.2f}x |"
+            )
+    return "\n".join(lines)
+
+
 def _plot(rows: list[dict[str, Any]], compressions: Sequence[float], path: Path) -> None:
     fig, (ax_eff, ax_disc) = plt.subplots(1, 2, figsize=(11, 4))
     for quota in QUOTAS:

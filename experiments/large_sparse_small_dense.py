@@ -187,6 +187,41 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown table: per sparsity, both kinds' nonzeros and accuracy (mean ± std over seeds)."""
+    header = [
+        "sparsity",
+        "seeds",
+        "nonzero (large-sparse)",
+        "large-sparse (%)",
+        "width (small-dense)",
+        "nonzero (small-dense)",
+        "small-dense (%)",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+
+    def acc(group: list[dict[str, Any]]) -> str:
+        values = [100 * r["test_accuracy"] for r in group]
+        if len(values) == 1:
+            return f"{values[0]:.2f}"
+        return f"{np.mean(values):.2f} ± {np.std(values):.2f}"
+
+    for sparsity in sorted({r["sparsity"] for r in rows}):
+        sparse = [r for r in rows if r["sparsity"] == sparsity and r["kind"] == "large_sparse"]
+        dense = [r for r in rows if r["sparsity"] == sparsity and r["kind"] == "small_dense"]
+        cells = [
+            f"{sparsity:g}",
+            str(len(sparse)),
+            f"{round(np.mean([r['nonzero_params'] for r in sparse])):,}",
+            acc(sparse),
+            f"{np.mean([r['width'] for r in dense]):.4f}",
+            f"{round(np.mean([r['nonzero_params'] for r in dense])):,}",
+            acc(dense),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Runs the experiment; returns the rows and the table.
 

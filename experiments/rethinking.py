@@ -16,8 +16,10 @@ so its accuracy is reported once. Settings:
 * ``vgg16_a``, ``resnet56_a``, ``resnet56_b`` (Li et al. L1-norm settings) and
   ``vgg19_slimming`` (network slimming 70%) on CIFAR-10, where the data is prepared (GPU).
 
-Writes into ``--out``: ``rethinking.csv`` (one row per run), ``rethinking.md`` (the table) and
-``runs/`` (each run's directory; rerunning the same command resumes finished runs).
+Writes into ``--out``: ``rethinking.csv`` (one row per run), ``rethinking.md`` (the table),
+``rethinking.png`` (grouped bars: mean test accuracy of the large model and each flow per
+setting and pruning, error bars = std over seeds) and ``runs/`` (each run's directory; rerunning
+the same command resumes finished runs).
 
     python experiments/rethinking.py --epochs 3 --seeds 3
     python experiments/rethinking.py --setting resnet56_b --data-dir ~/tensorflow_datasets
@@ -49,8 +51,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import ml_collections
 import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -169,6 +175,39 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _plot(rows: list[dict[str, Any]], path: Path) -> None:
+    keys = list(dict.fromkeys((r["setting"], r["pruning"]) for r in rows))
+    flows = [f for f in FLOWS if any(r["flow"] == f for r in rows)]
+    bars = ["large model", *(FLOW_LABELS[f] for f in flows)]
+    width = 0.8 / len(bars)
+    fig, ax = plt.subplots(figsize=(2.5 + 2.2 * len(keys), 4))
+    for i, label in enumerate(bars):
+        means, stds = [], []
+        for key in keys:
+            mine = [r for r in rows if (r["setting"], r["pruning"]) == key]
+            if i == 0:  # the large model, once per seed
+                values = [r["large_accuracy"] for r in mine if r["flow"] == mine[0]["flow"]]
+            else:
+                values = [r["test_accuracy"] for r in mine if r["flow"] == flows[i - 1]]
+            means.append(100 * np.mean(values))
+            stds.append(100 * np.std(values))
+        xs = [j - 0.4 + (i + 0.5) * width for j in range(len(keys))]
+        ax.bar(xs, means, width, yerr=stds, capsize=2, label=label)
+    accs = [100 * r[k] for r in rows for k in ("large_accuracy", "test_accuracy")]
+    ax.set(
+        xticks=range(len(keys)),
+        xticklabels=[f"{s}\n{p}" for s, p in keys],
+        ylabel="test accuracy (%)",
+        ylim=(max(0.0, min(accs) - 5), min(100.0, max(accs) + 2)),
+        title="Fine-tuning vs training from scratch",
+    )
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Runs the comparison; returns the rows and the table.
 
@@ -215,6 +254,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     write_csv(out / "rethinking.csv", CSV_COLUMNS, rows)
     table = format_table(rows)
     (out / "rethinking.md").write_text(table + "\n")
+    _plot(rows, out / "rethinking.png")
     print(table)
     print(f"wrote {out}")
     return {"rows": rows, "table": table}

@@ -155,6 +155,24 @@ def format_table(rows: list[dict[str, Any]], variants: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def markdown_table(rows: list[dict[str, Any]], variants: Sequence[str]) -> str:
+    """``format_table`` as Markdown: mean ± std test accuracy (%) and the number of seeds."""
+    stats = aggregate(rows)
+    sparsities = sorted({r["sparsity"] for r in rows})
+    header = ["variant", *(f"s = {s:g}" for s in sparsities)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for variant in variants:
+        cells = []
+        for s in sparsities:
+            if (variant, s) in stats:
+                mean, std, n = stats[(variant, s)]
+                cells.append(f"{100 * mean:.2f} ± {100 * std:.2f} ({n})")
+            else:
+                cells.append("-")
+        lines.append("| " + " | ".join([variant, *cells]) + " |")
+    return "\n".join(lines)
+
+
 def _plot(rows: list[dict[str, Any]], variants: Sequence[str], title: str, path: Path) -> None:
     stats = aggregate(rows)
     sparsities = sorted({r["sparsity"] for r in rows})

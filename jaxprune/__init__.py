@@ -12,6 +12,7 @@ The public API (names fixed by ``docs/DESIGN.md``)::
     result = jp.load_run("runs/x")               # a finished or interrupted run, from its files
     jp.evaluate(apply_fn, variables, dataset)    # test loss / accuracy of any Flax model
     jp.run_sweep(config, "runs/s", {"pruning.sparsity": [0.9, 0.99]}, seeds=3)  # one dense net
+    jp.enable_compilation_cache()                # compiled programs kept on disk across processes
 
 The training-side names are imported on first use, so ``import jaxprune`` stays light.
 """
@@ -20,6 +21,7 @@ import importlib
 from typing import Any
 
 from jaxprune import pruning
+from jaxprune.compilation_cache import enable_compilation_cache
 from jaxprune.masking import MaskedState, masked, masks_of, set_masks
 from jaxprune.pruning import quotas, schedules, scores
 from jaxprune.pruning.effective import effective_mask
@@ -64,6 +66,7 @@ __all__ = [
     "describe",
     "effective_mask",
     "effective_target_mask",
+    "enable_compilation_cache",
     "evaluate",
     "flops_report",
     "global_mask",

@@ -18,12 +18,13 @@ same command to resume).
 """
 
 import logging as std_logging
-import os
 import sys
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from jaxprune.compilation_cache import enable_compilation_cache
 
 FLAGS = flags.FLAGS
 
@@ -72,18 +73,6 @@ def _fail(code: int, message: str) -> None:
     sys.exit(code)
 
 
-def enable_compilation_cache() -> str | None:
-    """Turns on JAX's persistent compilation cache (``JAXPRUNE_COMPILATION_CACHE``); its path."""
-    path = os.environ.get("JAXPRUNE_COMPILATION_CACHE", "~/.cache/jaxprune/xla")
-    if path.strip().lower() in ("", "0", "off", "none"):
-        return None
-    path = os.path.expanduser(path)
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    return path
-
-
 def main(argv):
     """Runs ``training.train_and_evaluate`` on the parsed config."""
     if len(argv) > 1:
@@ -100,7 +89,7 @@ def main(argv):
             distributed.initialize(*launch, auto=auto)
     except ValueError as e:
         _fail(USAGE_ERROR, str(e))
-    enable_compilation_cache()
+    enable_compilation_cache()  # JAXPRUNE_COMPILATION_CACHE or ~/.cache/jaxprune/xla
     from jaxprune import training
     from jaxprune.data.tfds_source import DatasetNotPreparedError
     from jaxprune.training import runner

@@ -5,8 +5,10 @@ tests run in their own process, started by ``tests/test_multidevice.py`` with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` and ``JAXPRUNE_MULTIDEVICE=1``. The main
 session skips collecting them.
 
-Command-line runs started by tests (``python -m jaxprune.main``) share one persistent XLA
-compilation cache in the system temp folder instead of the user's ``~/.cache/jaxprune``.
+The test processes, and the command-line runs and notebook kernels they start, share one
+persistent XLA compilation cache in the system temp folder instead of the user's
+``~/.cache/jaxprune``: the many runs of the same smoke models compile each program once per suite
+instead of once per run (it starts empty on a fresh machine; the cache changes no result).
 """
 
 import os
@@ -15,6 +17,10 @@ import tempfile
 os.environ.setdefault(
     "JAXPRUNE_COMPILATION_CACHE", os.path.join(tempfile.gettempdir(), "jaxprune-tests-xla")
 )
+
+from jaxprune.compilation_cache import enable_compilation_cache  # noqa: E402 - after the env
+
+enable_compilation_cache()
 
 collect_ignore = [] if os.environ.get("JAXPRUNE_MULTIDEVICE") == "1" else ["multidevice"]
 
@@ -27,12 +33,13 @@ _LONG_FIRST = (
     "tests/test_multidevice.py",
     "tests/test_multiprocess.py",
     "tests/test_paper_scale_configs.py",
+    "tests/test_notebooks.py",
     "tests/test_train.py",
     "tests/test_run_failures.py",
     "tests/test_rethinking_flows.py",
     "tests/test_zoo_imagenet.py",
     "tests/test_sweep.py",
-    "tests/test_experiment_scripts.py",
+    "tests/test_report.py",
     "tests/test_checkpoint_integrity.py",
     "tests/test_lottery.py",
 )

@@ -10,13 +10,15 @@ import textwrap
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
+from flax import nnx
 
 import jaxprune as jp
 from configs import lenet300_mnist_gmp
 from jaxprune import data, training
-from jaxprune.training import flows
+from jaxprune.training import flows, model_fns
 
 USER_MODULE = textwrap.dedent(
     '''
@@ -63,6 +65,10 @@ USER_MODULE = textwrap.dedent(
 
     def nnx_mlp(num_classes, hidden=32, *, rngs):
         return NnxMLP(num_classes, hidden, rngs=rngs)
+
+
+    def mlp_from_kwargs(num_classes, **kwargs):  # Linen: **kwargs must not be read as NNX
+        return MLP(tuple(kwargs.get("hidden", (16,))), num_classes)
     '''
 )
 
@@ -214,6 +220,19 @@ def test_user_code_errors_are_clear(user_module, tmp_path):
     config.model.width = 0.5
     with pytest.raises(ValueError, match=r"model\.width scales zoo models only"):
         training.train_and_evaluate(config, tmp_path / "w")
+
+
+def test_factory_kinds_linen_with_kwargs_nnx_by_rngs_or_class(user_module):
+    def module_for(factory, **kwargs):
+        block = ml_collections.ConfigDict(
+            {"name": f"{user_module}:{factory}", "kwargs": kwargs, "width": 1.0}
+        )
+        return model_fns.build_module(block, 10)
+
+    linen = module_for("mlp_from_kwargs", hidden=(8,))
+    assert type(linen).__name__ == "MLP" and linen.hidden == (8,)
+    for name in ("nnx_mlp", "NnxMLP"):
+        assert isinstance(module_for(name, hidden=8), nnx.bridge.ToLinen)
 
 
 def test_nnx_model_from_a_factory_taking_rngs(user_module, tmp_path):

@@ -6,7 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import pytest
+
+import jaxprune as jp
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = "configs/lenet300_mnist_gmp.py:smoke"
@@ -78,3 +81,17 @@ def test_cli_requires_workdir():
     out = _main(f"--config={SMOKE}", timeout=120)
     assert out.returncode != 0
     assert "workdir" in out.stderr
+
+
+def test_enable_compilation_cache_from_python(tmp_path, monkeypatch):
+    before = jax.config.jax_compilation_cache_dir
+    try:
+        assert jp.enable_compilation_cache("off") is None
+        assert jax.config.jax_compilation_cache_dir == before  # "off" changes nothing
+        monkeypatch.setenv("JAXPRUNE_COMPILATION_CACHE", str(tmp_path / "env"))
+        assert jp.enable_compilation_cache() == str(tmp_path / "env")
+        assert jp.enable_compilation_cache(tmp_path / "x") == str(tmp_path / "x")
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "x")
+        assert jax.config.jax_persistent_cache_min_compile_time_secs == 0.0  # every program
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import jaxprune as jp
-from jaxprune.pruning import topk
+from jaxprune.pruning import select, topk
 
 F32 = np.finfo(np.float32)
 # These hand-made trees name their leaves freely ("a", "w", ...); rank every leaf with ndim >= 2,
@@ -377,11 +377,15 @@ def test_global_mask_under_x64_is_exact():
         assert as_int(mask) == {"a": {"kernel": [[1, 0, 0], [0, 1, 1]]}}
 
 
+@pytest.mark.parametrize("path", ["numpy", "xla"])
 @pytest.mark.parametrize("min_keep", [None, {"fraction_of_total": 0.01}])
-def test_leaves_on_one_device_searched_flat_agree_with_sort(min_keep):
-    # Eager calls on one device search flat views of the leaves (topk's single_device); heavy
+def test_leaves_on_one_device_searched_flat_agree_with_sort(min_keep, path, monkeypatch):
+    # Eager calls on one device search flat views of the leaves: in NumPy (host_select) up to
+    # HOST_SELECT_MAX entries on CPU, else with the compiled select (topk's single_device). Heavy
     # ties (values on a coarse grid) make the cut fall inside a run of equal scores of a 2-D
     # leaf, so the row-major order of the flat tie search decides which ties are kept.
+    if path == "xla":
+        monkeypatch.setattr(select, "HOST_SELECT_MAX", 0)
     rng = np.random.default_rng(5)
     params = {
         "a": {"kernel": np.round(rng.normal(size=(1100, 1000)), 2).astype(np.float32)},

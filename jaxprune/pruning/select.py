@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune.pruning import topk
+from jaxprune.pruning import host_select, topk
 from jaxprune.pruning.tree import (
     Prunable,
     PyTree,
@@ -195,6 +195,29 @@ def _raise_on_nan(names: list[str], nan: jax.Array) -> None:
     _host_check(check, nan)
 
 
+# Concrete CPU scores with at most this many entries are selected in NumPy (no compilation):
+# ``host_select`` builds the same masks in a few ms where compiling the XLA select takes seconds.
+# Larger trees, traced scores and other devices use the compiled select.
+HOST_SELECT_MAX = 1 << 22
+
+
+def _on_host(leaves, method: str) -> bool:
+    """Whether to select in NumPy: ``method='search'``, concrete small scores on one CPU device."""
+    if method != "search" or sum(int(np.size(x)) for x in leaves) > HOST_SELECT_MAX:
+        return False
+    for leaf in leaves:
+        if isinstance(leaf, np.ndarray | np.generic):
+            continue
+        if not isinstance(leaf, jax.Array) or isinstance(leaf, jax.core.Tracer):
+            return False
+        devices = leaf.sharding.device_set
+        if len(devices) != 1 or next(iter(devices)).platform != "cpu":
+            return False
+        if not leaf.is_fully_addressable:
+            return False
+    return True
+
+
 def _on_one_device(leaves) -> bool:
     """Whether every leaf is a concrete array held whole by one device (not under a trace)."""
     for leaf in leaves:
@@ -229,20 +252,22 @@ def _layer_select(leaves, ks, method: str):
     return topk.top_k_masks(leaves, list(range(len(leaves))), ks, method)
 
 
+_SENTINEL_ERROR = "scores equal to -inf or -float32.max cannot be combined with min_keep"
+
+
 def _check_no_sentinel(leaves: list[jax.Array]) -> None:
     """MT parks floor-kept entries at -inf (below every score); real -inf/-max scores would tie."""
     lowest = jnp.min(jnp.stack([jnp.min(x) for x in leaves]))
-    _fail_if(
-        lowest <= -topk.MAX_FLOAT,
-        "scores equal to -inf or -float32.max cannot be combined with min_keep",
-    )
+    _fail_if(lowest <= -topk.MAX_FLOAT, _SENTINEL_ERROR)
 
 
 def _like(mask: jax.Array, leaf: Any) -> jax.Array:
     """Places a concrete mask with the sharding of its (concrete) leaf; traced values pass."""
     sharding = getattr(leaf, "sharding", None)
-    if _is_traced(leaf) or _is_traced(mask) or sharding is None:
+    if _is_traced(leaf) or _is_traced(mask):
         return mask
+    if sharding is None:
+        return jnp.asarray(mask)
     if getattr(mask, "sharding", None) == sharding:
         return mask
     return jax.device_put(mask, sharding)
@@ -255,8 +280,10 @@ def _assemble(leaves, flags, treedef, kept: dict[int, jax.Array]) -> PyTree:
         shape = np.shape(leaf)
         if flag and i in kept:
             mask = kept[i]
-        else:  # not prunable, or an empty prunable leaf
+        elif _is_traced(leaf):  # not prunable, or an empty prunable leaf
             mask = jnp.ones(shape, bool)
+        else:  # concrete: built on the host and placed like the leaf (nothing to compile)
+            mask = np.ones(shape, bool)
         masks.append(_like(mask, leaf))
     return jax.tree.unflatten(treedef, masks)
 
@@ -351,6 +378,13 @@ def global_mask(
     if not index:
         return _assemble(leaves, flags, treedef, {})
 
+    if not _is_traced(n_keep) and _on_host([leaves[i] for i in index], method):
+        selected = [np.asarray(leaves[i], np.float32) for i in index]
+        if floor_sum > 0:
+            _fail_if(min(float(x.min()) for x in selected) <= -topk.MAX_FLOAT, _SENTINEL_ERROR)
+        chosen, nan = host_select.global_select(selected, int(n_keep), floors, floor_sum > 0)
+        _raise_on_nan([names[i] for i in index], nan)
+        return _assemble(leaves, flags, treedef, dict(zip(index, chosen, strict=True)))
     selected = [jnp.asarray(leaves[i], jnp.float32) for i in index]
     if floor_sum > 0:
         _check_no_sentinel(selected)
@@ -442,6 +476,11 @@ def layerwise_mask(
         return _assemble(leaves, flags, treedef, {})
     index = [i for i, _ in pairs]
     ks = _layer_ks([v for _, v in pairs], [int(np.size(leaves[i])) for i in index])
+    if _on_host([leaves[i] for i in index], method) and not _is_traced(ks):
+        selected = [np.asarray(leaves[i], np.float32) for i in index]
+        chosen, nan = host_select.top_k_masks(selected, list(range(len(index))), np.asarray(ks))
+        _raise_on_nan([names[i] for i in index], nan)
+        return _assemble(leaves, flags, treedef, dict(zip(index, chosen, strict=True)))
     chosen, nan = _layer_select([jnp.asarray(leaves[i], jnp.float32) for i in index], ks, method)
     _raise_on_nan([names[i] for i in index], nan)
     return _assemble(leaves, flags, treedef, dict(zip(index, chosen, strict=True)))

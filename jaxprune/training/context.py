@@ -64,8 +64,24 @@ def load_dataset(config: ml_collections.ConfigDict) -> data.Dataset:
 
 
 @jax.jit
-def _all_finite(tree: PyTree) -> jax.Array:
+def _all_finite_on_device(tree: PyTree) -> jax.Array:
     return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def _on_host_cpu(x: Any) -> bool:
+    return (
+        isinstance(x, jax.Array)
+        and x.is_fully_addressable
+        and all(d.platform == "cpu" for d in x.sharding.device_set)
+    )
+
+
+def _all_finite(tree: PyTree) -> bool:
+    """Whether every entry of ``tree`` is finite (NumPy on CPU arrays: nothing to compile)."""
+    leaves = jax.tree.leaves(tree)
+    if all(_on_host_cpu(x) for x in leaves):
+        return all(bool(np.isfinite(np.asarray(x)).all()) for x in leaves)
+    return bool(_all_finite_on_device(tree))
 
 
 class RunContext:

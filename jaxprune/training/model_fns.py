@@ -2,11 +2,12 @@
 
 ``model.name`` is a zoo name (``jaxprune.models.model_names()``) or an import path
 ``package.module:factory``. A factory is called as ``factory(num_classes=...,
-**model.kwargs)`` and returns a Flax Linen module; a factory that takes ``rngs`` builds an NNX
-module and is wrapped with ``flax.nnx.bridge.ToLinen`` (its state then lives in Linen variable
-collections: ``params``, ``batch_stats``). Models need neither a ``train`` argument (the engine
-passes ``train=`` only to modules whose ``__call__`` declares it) nor a linear mode (effective
-sparsity propagates support through the jaxpr of the ordinary forward pass).
+**model.kwargs)`` and returns a Flax Linen module; an ``nnx.Module`` class or a factory with an
+``rngs`` parameter builds an NNX module and is wrapped with ``flax.nnx.bridge.ToLinen`` (its
+state then lives in Linen variable collections: ``params``, ``batch_stats``). Models need
+neither a ``train`` argument (the engine passes ``train=`` only to modules whose ``__call__``
+declares it) nor a linear mode (effective sparsity propagates support through the jaxpr of the
+ordinary forward pass).
 """
 
 import dataclasses
@@ -24,14 +25,18 @@ from jaxprune import import_path, models
 PyTree = Any
 
 
-def _accepts(fn: Callable[..., Any], name: str) -> bool:
+def _builds_nnx(factory: Callable[..., Any]) -> bool:
+    """Whether ``factory`` builds an NNX module: an ``nnx.Module`` class, or ``rngs`` by name.
+
+    A factory that only has ``**kwargs`` is a Linen factory: it is called without ``rngs``.
+    """
+    if isinstance(factory, type):
+        return issubclass(factory, nnx.Module)
     try:
-        parameters = inspect.signature(fn).parameters
+        parameters = inspect.signature(factory).parameters
     except (TypeError, ValueError):
         return False
-    return name in parameters or any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
-    )
+    return "rngs" in parameters
 
 
 def build_module(block: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
@@ -53,7 +58,7 @@ def build_module(block: ml_collections.ConfigDict, num_classes: int) -> nn.Modul
             f"model.name={block.name!r}; pass your factory's own width through model.kwargs"
         )
     factory = import_path.load(block.name, "model.name")
-    if _accepts(factory, "rngs") and not isinstance(factory, type(nn.Module)):
+    if _builds_nnx(factory):
         return nnx.bridge.ToLinen(
             factory, kwargs={"num_classes": num_classes, **kwargs}
         )  # NNX: built inside Linen init/apply

@@ -145,6 +145,7 @@ class Runner:
         ctx, cfg = self.ctx, self.config.training
         phase = ctx.phases[index]
         tx, schedule = ctx.optimizer(index)
+        logged_lr = jax.jit(schedule)  # evaluated per log line: one program, not one per op
         train_step = sharding.jit_train_step(
             self.flow.train_step(ctx, index, tx),
             ctx.mesh,
@@ -176,7 +177,7 @@ class Runner:
                 progress.update(1)
                 last_metrics = step_metrics
                 if step % cfg.log_every == 0 or step == phase.end:
-                    self.log_train(step, phase, schedule, progress)
+                    self.log_train(step, phase, logged_lr, progress)
                 if step < phase.end and cfg.eval_every and step % cfg.eval_every == 0:
                     ctx.writer.write(step, phase.name, **ctx.evaluate(state))
                 if step < phase.end and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
