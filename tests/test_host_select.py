@@ -69,11 +69,7 @@ def test_numpy_select_equals_compiled_search_and_sort(leaves, group_of, data):
 
 @functools.cache
 def compiled_global_mask(floor):
-    return jax.jit(
-        lambda t, n: jp.global_mask(
-            t, 1 - n / TOTAL, min_keep=floor or None, prunable=PRUNE_ALL
-        )
-    )
+    return jax.jit(lambda t, s: jp.global_mask(t, s, min_keep=floor or None, prunable=PRUNE_ALL))
 
 
 TOTAL = sum(int(np.prod(s)) for s in SHAPES)
@@ -90,7 +86,7 @@ def test_global_mask_numpy_path_equals_compiled_path(leaves, n_keep, floor):
     sparsity = 1 - n_keep / TOTAL
     assert jp.n_keep_for(sparsity, TOTAL) == n_keep
     host = jp.global_mask(scores, sparsity, min_keep=floor or None, prunable=PRUNE_ALL)
-    compiled = compiled_global_mask(floor)(scores, jnp.float32(n_keep))
+    compiled = compiled_global_mask(floor)(scores, jnp.float32(sparsity))
     for h, c in zip(jax.tree.leaves(host), jax.tree.leaves(compiled), strict=True):
         assert isinstance(h, jax.Array) and h.dtype == bool
         np.testing.assert_array_equal(np.asarray(h), np.asarray(c))
@@ -100,12 +96,11 @@ def test_global_mask_numpy_path_equals_compiled_path(leaves, n_keep, floor):
 def test_eager_small_cpu_trees_select_in_numpy_large_ones_compile(monkeypatch):
     calls = []
     real = select._global_select
-    monkeypatch.setattr(
-        select, "_global_select", lambda *a, **k: calls.append(1) or real(*a, **k)
-    )
+    monkeypatch.setattr(select, "_global_select", lambda *a, **k: calls.append(1) or real(*a, **k))
     scores = {"a": {"kernel": jnp.arange(12.0).reshape(3, 4)}}
     mask = jp.global_mask(scores, 0.5)
     assert calls == [] and np.asarray(mask["a"]["kernel"]).sum() == 6
+    assert not mask["a"]["kernel"].committed  # like its (default-placed) leaf: no recompiles
     assert mask["a"]["kernel"].sharding == scores["a"]["kernel"].sharding
     monkeypatch.setattr(select, "HOST_SELECT_MAX", 11)  # 12 entries: over the limit
     again = jp.global_mask(scores, 0.5)

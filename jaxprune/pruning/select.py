@@ -266,7 +266,9 @@ def _like(mask: jax.Array, leaf: Any) -> jax.Array:
     sharding = getattr(leaf, "sharding", None)
     if _is_traced(leaf) or _is_traced(mask):
         return mask
-    if sharding is None:
+    if sharding is None or not getattr(leaf, "committed", True):
+        # An uncommitted leaf (placed by default) gets an uncommitted mask: a jitted step then
+        # sees the same argument kinds on every call, and compiles once.
         return jnp.asarray(mask)
     if getattr(mask, "sharding", None) == sharding:
         return mask
