@@ -45,7 +45,7 @@ def compiled_top_k(group_of, method):
     return jax.jit(lambda ls, k: topk.top_k_masks(ls, list(group_of), k, method))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tied_leaves(), st.sampled_from(GROUPINGS), st.data())
 def test_numpy_select_equals_compiled_search_and_sort(leaves, group_of, data):
     sizes = np.zeros(max(group_of) + 1, int)
@@ -75,7 +75,7 @@ def compiled_global_mask(floor):
 TOTAL = sum(int(np.prod(s)) for s in SHAPES)
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tied_leaves(), st.integers(0, TOTAL), st.sampled_from([0, 2]))
 def test_global_mask_numpy_path_equals_compiled_path(leaves, n_keep, floor):
     scores = {f"l{i}": {"kernel": x} for i, x in enumerate(leaves)}
