@@ -377,30 +377,36 @@ class Runner:
     def run(self) -> RunResult:
         """Runs (or resumes) every phase; writes summary, plots and the table."""
         ctx = self.ctx
-        run_config.write_or_check_config(ctx.workdir, ctx.config_dict, write=ctx.is_writer)
-        index, state = self.resume()
-        fresh = state is None
-        if fresh and self.first_index > 0:
-            # config.init_from stands in for the flow's first phase: its weights end phase 0.
-            state = self.source.state_for(ctx, self.first_index)
-            record = ctx.evaluate(state)
-            ctx.writer.write(
-                ctx.phases[0].end, ctx.phases[0].name, init_from=self.config.init_from, **record
-            )
-        progress = tqdm.tqdm(
-            total=ctx.phases[-1].end,
-            initial=0 if state is None else int(state.step),
-            disable=not sys.stdout.isatty(),
-            dynamic_ncols=True,
-        )
+        # From the start, not only around the loop: a signal that arrives while the run restores
+        # or compiles is acted on at the first step (checkpoint, exit 130/143), not lost.
+        signals = contextlib.ExitStack()
+        signals.enter_context(self.stop_on_signals())
         try:
-            with self.stop_on_signals():
+            run_config.write_or_check_config(ctx.workdir, ctx.config_dict, write=ctx.is_writer)
+            index, state = self.resume()
+            fresh = state is None
+            if fresh and self.first_index > 0:
+                # config.init_from stands in for the flow's first phase: its weights end phase 0.
+                state = self.source.state_for(ctx, self.first_index)
+                record = ctx.evaluate(state)
+                ctx.writer.write(
+                    ctx.phases[0].end, ctx.phases[0].name, init_from=self.config.init_from, **record
+                )
+            progress = tqdm.tqdm(
+                total=ctx.phases[-1].end,
+                initial=0 if state is None else int(state.step),
+                disable=not sys.stdout.isatty(),
+                dynamic_ncols=True,
+            )
+            try:
                 for i in range(index, len(ctx.phases)):
                     if fresh or i > index:
                         state = self.start_phase(i, state)
                     state = self.run_phase(i, state, progress)
+            finally:
+                progress.close()
         finally:
-            progress.close()
+            signals.close()
         ctx.writer.flush()
         distributed.barrier("records")  # every process reads process 0's final records
         summary, report, records = self.summary(state)
