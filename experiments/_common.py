@@ -5,6 +5,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 
 def write_csv(path: Path, columns: Sequence[str], rows: list[dict[str, Any]]) -> None:
     """Writes ``rows`` (dicts with the ``columns`` keys) to ``path`` with a header line."""
@@ -12,6 +14,14 @@ def write_csv(path: Path, columns: Sequence[str], rows: list[dict[str, Any]]) ->
         writer = csv.DictWriter(f, fieldnames=list(columns))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def mean_std(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
+    """``"mean ± std"`` of ``values`` times ``scale`` (just the value when there is one seed)."""
+    mean = scale * float(np.mean(values))
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {scale * float(np.std(values)):.{digits}f}"
 
 
 def check_seeds_and_epochs(seeds: int, epochs: float | None = None) -> None:

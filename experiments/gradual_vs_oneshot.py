@@ -47,7 +47,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jaxprune as jp  # noqa: E402
 from configs import lenet300_mnist_gmp, lenet300_mnist_gradual  # noqa: E402
-from experiments._common import check_seeds_and_epochs, write_csv  # noqa: E402
+from experiments._common import check_seeds_and_epochs, mean_std, write_csv  # noqa: E402
 from jaxprune.training import train_and_evaluate  # noqa: E402
 
 METHODS = ("gradual", "one_shot")
@@ -128,12 +128,6 @@ def _row(method: str, sparsity: float, seed: int, summary: dict[str, Any]) -> di
     }
 
 
-def _cell(values: Sequence[float]) -> str:
-    if len(values) == 1:
-        return f"{100 * values[0]:.2f}"
-    return f"{100 * np.mean(values):.2f} ± {100 * np.std(values):.2f}"
-
-
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """Markdown table: per sparsity, both methods' final accuracy (mean ± std over seeds)."""
     header = [
@@ -161,9 +155,9 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
                     f"{mine['gradual'][0]['kept']:,}",
                     str(mine["gradual"][0]["steps"]),
                     str(len(gradual)),
-                    _cell(gradual),
-                    _cell([r["pruned_accuracy"] for r in mine["one_shot"]]),
-                    _cell(one_shot),
+                    mean_std(gradual),
+                    mean_std([r["pruned_accuracy"] for r in mine["one_shot"]]),
+                    mean_std(one_shot),
                     f"{100 * (np.mean(gradual) - np.mean(one_shot)):+.2f}",
                 ]
             )

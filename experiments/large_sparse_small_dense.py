@@ -56,7 +56,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from configs import lenet300_mnist_gradual  # noqa: E402
-from experiments._common import check_seeds_and_epochs, write_csv  # noqa: E402
+from experiments._common import check_seeds_and_epochs, mean_std, write_csv  # noqa: E402
 from jaxprune.models import get_model  # noqa: E402
 from jaxprune.models.width import count_params, matching_width  # noqa: E402
 from jaxprune.training import train_and_evaluate  # noqa: E402
@@ -201,10 +201,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
 
     def acc(group: list[dict[str, Any]]) -> str:
-        values = [100 * r["test_accuracy"] for r in group]
-        if len(values) == 1:
-            return f"{values[0]:.2f}"
-        return f"{np.mean(values):.2f} ± {np.std(values):.2f}"
+        return mean_std([r["test_accuracy"] for r in group])
 
     for sparsity in sorted({r["sparsity"] for r in rows}):
         sparse = [r for r in rows if r["sparsity"] == sparsity and r["kind"] == "large_sparse"]

@@ -52,7 +52,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jaxprune as jp  # noqa: E402
 from configs import lenet300_mnist_gmp  # noqa: E402
-from experiments._common import check_seeds_and_epochs, write_csv  # noqa: E402
+from experiments._common import check_seeds_and_epochs, mean_std, write_csv  # noqa: E402
 
 SPARSITIES = (0.99, 0.995, 0.998, 0.999)
 # MT: every layer keeps its top 0.03% of all prunable weights (80 of LeNet-300-100's 266,200),
@@ -141,13 +141,6 @@ def layer_kept(row: dict[str, Any]) -> dict[str, int]:
     }
 
 
-def _mean_std(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
-    mean = scale * float(np.mean(values))
-    if len(values) == 1:
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {scale * float(np.std(values)):.{digits}f}"
-
-
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """Markdown table: per MT setting and sparsity, the mean (± std over seeds) of each number.
 
@@ -176,9 +169,9 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             f"{round(np.mean([r['kept'] for r in group])):,}",
             *(f"{round(np.mean([k[name] for k in per_layer])):,}" for name in layers),
             f"{n_collapsed}/{len(group)}" + (f" ({', '.join(collapsed)})" if collapsed else ""),
-            _mean_std([r["effective_sparsity"] for r in group]),
-            _mean_std([r["pruned_accuracy"] for r in group]),
-            _mean_std([r["test_accuracy"] for r in group]),
+            mean_std([r["effective_sparsity"] for r in group]),
+            mean_std([r["pruned_accuracy"] for r in group]),
+            mean_std([r["test_accuracy"] for r in group]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
