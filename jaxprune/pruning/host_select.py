@@ -15,21 +15,25 @@ from collections.abc import Sequence
 
 import numpy as np
 
-_BITS = 16
-_BINS = 1 << _BITS
-_LOW_MASK = np.uint32(_BINS - 1)
-_KEY_MIN = np.uint32(0x00800000)
-_KEY_MAX = np.uint32(0xFF7FFFFF)
-_MAX_FLOAT = np.float32(np.finfo(np.float32).max)
-_MIN_NORMAL = np.float32(np.finfo(np.float32).tiny)
+# The compiled select's digit split and key bounds: both paths must agree bit for bit.
+from jaxprune.pruning.topk import (
+    _BINS,
+    _BITS,
+    _KEY_MAX,
+    _KEY_MIN,
+    _LOW_MASK,
+    MAX_FLOAT,
+    MIN_NORMAL,
+)
+
 _SIGN = np.uint32(0x80000000)
 
 
 def order_keys(scores: np.ndarray) -> np.ndarray:
     """Flat uint32 order keys of canonical float32 scores (``topk.canonicalize``/``order_key``)."""
     x = np.asarray(scores, np.float32).reshape(-1)
-    x = np.clip(x, -_MAX_FLOAT, _MAX_FLOAT)
-    x = np.where(np.abs(x) < _MIN_NORMAL, np.float32(0), x)
+    x = np.clip(x, -MAX_FLOAT, MAX_FLOAT)
+    x = np.where(np.abs(x) < MIN_NORMAL, np.float32(0), x)
     bits = x.view(np.uint32)
     return np.where(bits >= _SIGN, ~bits, bits | _SIGN)
 
