@@ -58,6 +58,7 @@ def get_config(arg=None):
     config.finetune.lr_schedule = "cosine"
 
     if smoke:
+        config.training.plots = False
         config.dataset.name = "har2_synthetic"
         config.training.batch_size = 32
         config.training.steps = 16

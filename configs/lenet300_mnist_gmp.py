@@ -41,6 +41,7 @@ def get_config(arg=None):
     config.finetune.lr_schedule = "cosine"
 
     if arg == "smoke":
+        config.training.plots = False
         config.training.steps = 60
         config.finetune.steps = 40
         config.training.log_every = 10

@@ -51,6 +51,7 @@ def get_config(arg=None):
     config.pruning.schedule.power = 3.0
 
     if arg == "smoke":
+        config.training.plots = False
         config.training.steps = 60
         config.training.log_every = 10
         config.training.eval_every = 0

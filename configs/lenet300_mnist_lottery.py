@@ -45,6 +45,7 @@ def get_config(arg=None):
     config.pruning.iterative.rewind_step = 0
 
     if arg == "smoke":
+        config.training.plots = False
         config.training.steps = 12
         config.training.log_every = 4
         config.training.checkpoint_every = 8

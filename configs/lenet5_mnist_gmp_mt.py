@@ -35,6 +35,7 @@ def get_config(arg=None):
     config.finetune.learning_rate = 1e-3
 
     if arg == "smoke":
+        config.training.plots = False
         config.training.steps = 30
         config.finetune.steps = 20
         config.training.batch_size = 64

@@ -53,6 +53,7 @@ def get_config(arg=None):
     config.finetune.lr_schedule = "cosine"
 
     if smoke:
+        config.training.plots = False
         config.training.steps = 30
         config.finetune.steps = 10
         config.training.batch_size = 64

@@ -45,6 +45,7 @@ def get_config(arg=None):
     config.pruning.score_batch_size = 256
 
     if smoke:
+        config.training.plots = False
         config.training.steps = 20
         config.training.batch_size = 64
         config.training.log_every = 10

@@ -97,9 +97,10 @@ def runs(tmp_path_factory):
     out = {"gmp_1": (root / "gmp_1", _run(GMP, root / "gmp_1", 1))}
     stopped = _run(GMP, root / "gmp_2", 2, "--config.debug.stop_at_step=30")
     out["gmp_2_stopped"] = (root / "gmp_2", stopped, _records(root / "gmp_2"))
-    out["gmp_2"] = (root / "gmp_2", _run(GMP, root / "gmp_2", 2))
+    plots = "--config.training.plots=True"  # only process 0 draws them (smoke configs: off)
+    out["gmp_2"] = (root / "gmp_2", _run(GMP, root / "gmp_2", 2, plots))
     out["gradual_1"] = (root / "gradual_1", _run(GRADUAL, root / "gradual_1", 1))
-    out["gradual_2"] = (root / "gradual_2", _run(GRADUAL, root / "gradual_2", 2))
+    out["gradual_2"] = (root / "gradual_2", _run(GRADUAL, root / "gradual_2", 2, plots))
     return out
 
 

@@ -86,6 +86,9 @@ def _events_of(path):
 def test_switched_off_writes_no_event_file(tmp_path):
     training.train_and_evaluate(_config(tensorboard=False), tmp_path)
     assert not (tmp_path / "tensorboard").exists()
+    # Smoke configs switch the figures off too (training.plots); the summary is still written.
+    assert not (tmp_path / "plots").exists()
+    assert (tmp_path / "summary.json").is_file()
 
 
 def test_tensorboardx_is_imported_without_torch_and_leaves_it_importable():

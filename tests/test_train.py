@@ -64,7 +64,8 @@ def _kernels(tree):
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("smoke")
-    summary = training.train_and_evaluate(_smoke_config(), workdir).summary
+    config = _smoke_config(**{"training.plots": True})  # smoke configs draw no figures
+    summary = training.train_and_evaluate(config, workdir).summary
     return workdir, summary
 
 

@@ -87,6 +87,9 @@ def get_config(arg=None):
     # Also write every metrics record as TensorBoard scalars in workdir/tensorboard (tensorboardX,
     # no TensorFlow): `tensorboard --logdir runs/`.
     config.training.tensorboard = True
+    # Draw the run's PNG figures (learning curve, per-layer and effective sparsity) in
+    # workdir/plots at the end of the run; smoke configs switch them off.
+    config.training.plots = True
     # Stop as diverged when a logged train loss exceeds this multiple of the phase's first step's
     # loss (besides NaN/inf, which always stop); the last good checkpoint is kept. 0 = off.
     config.training.divergence_factor = 1000.0

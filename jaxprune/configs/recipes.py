@@ -59,6 +59,7 @@ def cifar_sgd(config, epochs: float = 160.0, eval_every: int = 7800):
 
 def cifar_smoke(config, width: float = 0.125):
     """Shrinks a CIFAR-10 config to a few steps on a small synthetic CIFAR-shaped set."""
+    config.training.plots = False  # smoke runs check numbers, not figures
     config.model.width = width
     config.dataset.name = "synthetic"
     config.dataset.shape_like = "cifar10"
@@ -114,6 +115,7 @@ def imagenet_smoke(config, width: float = 0.0625):
 
     The model keeps its depth (ResNet-50 is still ResNet-50) at a small ``width``; 1000 classes.
     """
+    config.training.plots = False  # smoke runs check numbers, not figures
     config.model.width = width
     config.dataset.name = "synthetic"
     config.dataset.shape_like = "imagenet2012_32"

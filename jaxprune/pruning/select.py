@@ -218,12 +218,30 @@ def _on_host(leaves, method: str) -> bool:
     return True
 
 
+def _only_one_device() -> bool:
+    """Whether this process sees a single device in all (one process, one device, one CPU).
+
+    Then a traced leaf cannot be sharded either: there is no second device to hold a shard.
+    """
+    try:
+        cpus = len(jax.devices("cpu"))
+    except RuntimeError:  # no CPU backend
+        cpus = 0
+    return jax.process_count() == 1 and jax.device_count() == 1 and cpus <= 1
+
+
 def _on_one_device(leaves) -> bool:
-    """Whether every leaf is a concrete array held whole by one device (not under a trace)."""
+    """Whether every leaf is held whole by one device.
+
+    Concrete leaves say so by their sharding; traced leaves (under ``jax.jit``) only when the
+    process has a single device at all (``_only_one_device``).
+    """
     for leaf in leaves:
-        if isinstance(leaf, jax.core.Tracer) or not isinstance(leaf, jax.Array):
-            return False
-        if len(leaf.sharding.device_set) != 1:
+        if isinstance(leaf, jax.core.Tracer):
+            if not _only_one_device():
+                return False
+            continue
+        if not isinstance(leaf, jax.Array) or len(leaf.sharding.device_set) != 1:
             return False
     return True
 
@@ -246,10 +264,12 @@ def _global_select(
     return [f | r for f, r in zip(floor_masks, extra, strict=True)], nan
 
 
-@functools.partial(jax.jit, static_argnames=("method",))
-def _layer_select(leaves, ks, method: str):
+@functools.partial(jax.jit, static_argnames=("method", "single_device"))
+def _layer_select(leaves, ks, method: str, single_device: bool = False):
     """Jitted core of ``layerwise_mask``: leaf ``i`` keeps its top ``ks[i]``."""
-    return topk.top_k_masks(leaves, list(range(len(leaves))), ks, method)
+    return topk.top_k_masks(
+        leaves, list(range(len(leaves))), ks, method, single_device=single_device
+    )
 
 
 _SENTINEL_ERROR = "scores equal to -inf or -float32.max cannot be combined with min_keep"
@@ -483,7 +503,8 @@ def layerwise_mask(
         chosen, nan = host_select.top_k_masks(selected, list(range(len(index))), np.asarray(ks))
         _raise_on_nan([names[i] for i in index], nan)
         return _assemble(leaves, flags, treedef, dict(zip(index, chosen, strict=True)))
-    chosen, nan = _layer_select([jnp.asarray(leaves[i], jnp.float32) for i in index], ks, method)
+    selected = [jnp.asarray(leaves[i], jnp.float32) for i in index]
+    chosen, nan = _layer_select(selected, ks, method, _on_one_device(selected))
     _raise_on_nan([names[i] for i in index], nan)
     return _assemble(leaves, flags, treedef, dict(zip(index, chosen, strict=True)))
 

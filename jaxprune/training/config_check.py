@@ -117,6 +117,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _number("training.weight_decay", training.weight_decay, low=0)
     _number("training.log_every", training.log_every, low=1, integer=True)
     _number("training.divergence_factor", training.get("divergence_factor", 0.0), low=0)
+    for field in ("tensorboard", "plots"):
+        if not isinstance(training.get(field, True), bool):
+            raise ValueError(f"training.{field} must be a bool, got {training.get(field)!r}")
     _number("training.eval_every", training.eval_every, low=0, integer=True)
     _number("training.checkpoint_every", training.checkpoint_every, low=0, integer=True)
     _number("training.keep_checkpoints", training.keep_checkpoints, low=1, integer=True)

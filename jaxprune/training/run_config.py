@@ -26,6 +26,7 @@ IGNORED_ON_RESUME = frozenset(
         "debug.stop_at_step",
         "training.divergence_factor",
         "training.tensorboard",
+        "training.plots",
         "mesh.data",
         "mesh.model",
     }

@@ -39,7 +39,6 @@ from jaxprune.training import (
     flows,
     init_from,
     metrics,
-    plots,
     prechecks,
     provenance,
     run_config,
@@ -419,11 +418,13 @@ class Runner:
                 f"{summary['target_sparsity']}; see {ctx.workdir / 'summary.json'}"
             )
         if ctx.is_writer:
-            plots.plot_learning_curve(records, ctx.workdir / "plots" / "learning_curve.png")
-            plots.plot_layer_sparsity(report.layers, ctx.workdir / "plots" / "layer_sparsity.png")
-            plots.plot_effective_sparsity(
-                report.layers, ctx.workdir / "plots" / "effective_sparsity.png"
-            )
+            if self.config.training.get("plots", True):
+                from jaxprune.training import plots  # matplotlib: only when drawing
+
+                folder = ctx.workdir / "plots"
+                plots.plot_learning_curve(records, folder / "learning_curve.png")
+                plots.plot_layer_sparsity(report.layers, folder / "layer_sparsity.png")
+                plots.plot_effective_sparsity(report.layers, folder / "effective_sparsity.png")
             print(format_table(summary, report))
         host = sharding.host(state)
         return RunResult(
