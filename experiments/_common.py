@@ -16,6 +16,24 @@ def write_csv(path: Path, columns: Sequence[str], rows: list[dict[str, Any]]) ->
         writer.writerows(rows)
 
 
+def write_results(
+    out: Path, stem: str, columns: Sequence[str], rows: list[dict[str, Any]], table: str
+) -> None:
+    """Writes ``out/<stem>.csv`` (the rows) and ``out/<stem>.md`` (the table); prints the table."""
+    write_csv(out / f"{stem}.csv", columns, rows)
+    (out / f"{stem}.md").write_text(table + "\n")
+    print(table)
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """Saves a driver's matplotlib figure as a 100-dpi PNG (tight layout) and closes it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def mean_std(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
     """``"mean ± std"`` of ``values`` times ``scale`` (just the value when there is one seed)."""
     mean = scale * float(np.mean(values))

@@ -37,7 +37,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jaxprune as jp  # noqa: E402
-from experiments._common import check_seeds_and_epochs, write_csv  # noqa: E402
+from experiments._common import check_seeds_and_epochs, save_figure, write_csv  # noqa: E402
 from jaxprune import models  # noqa: E402
 
 QUOTAS = ("uniform", "erk", "igq")
@@ -213,9 +213,7 @@ def _plot(rows: list[dict[str, Any]], compressions: Sequence[float], path: Path)
     for ax in (ax_eff, ax_disc):
         ax.grid(alpha=0.3, which="both")
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

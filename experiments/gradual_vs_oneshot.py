@@ -47,7 +47,12 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jaxprune as jp  # noqa: E402
 from configs import lenet300_mnist_gmp, lenet300_mnist_gradual  # noqa: E402
-from experiments._common import check_seeds_and_epochs, mean_std, write_csv  # noqa: E402
+from experiments._common import (  # noqa: E402
+    check_seeds_and_epochs,
+    mean_std,
+    save_figure,
+    write_results,
+)
 from jaxprune.training import train_and_evaluate  # noqa: E402
 
 METHODS = ("gradual", "one_shot")
@@ -191,9 +196,7 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
     )
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -244,11 +247,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         summary = json.loads((Path(row["workdir"]) / "summary.json").read_text())
         rows.append(_row("one_shot", row["pruning.sparsity"], row["seed"], summary))
     rows.sort(key=lambda r: (r["sparsity"], METHODS.index(r["method"]), r["seed"]))
-    write_csv(args.out / "gradual_vs_oneshot.csv", CSV_COLUMNS, rows)
     _plot(rows, args.out / "gradual_vs_oneshot.png")
     table = markdown_table(rows)
-    (args.out / "gradual_vs_oneshot.md").write_text(table + "\n")
-    print(table)
+    write_results(args.out, "gradual_vs_oneshot", CSV_COLUMNS, rows, table)
     print(f"wrote {args.out}")
     return {"rows": rows, "table": table, "steps": steps}
 

@@ -56,7 +56,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from configs import lenet300_mnist_gradual  # noqa: E402
-from experiments._common import check_seeds_and_epochs, mean_std, write_csv  # noqa: E402
+from experiments._common import check_seeds_and_epochs, mean_std, save_figure, write_csv  # noqa: E402
 from jaxprune.models import get_model  # noqa: E402
 from jaxprune.models.width import count_params, matching_width  # noqa: E402
 from jaxprune.training import train_and_evaluate  # noqa: E402
@@ -164,9 +164,7 @@ def _plot(rows: list[dict[str, Any]], model: str, path: Path) -> None:
     )
     ax.grid(alpha=0.3, which="both")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:

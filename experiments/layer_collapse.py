@@ -52,7 +52,12 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jaxprune as jp  # noqa: E402
 from configs import lenet300_mnist_gmp  # noqa: E402
-from experiments._common import check_seeds_and_epochs, mean_std, write_csv  # noqa: E402
+from experiments._common import (  # noqa: E402
+    check_seeds_and_epochs,
+    mean_std,
+    save_figure,
+    write_results,
+)
 
 SPARSITIES = (0.99, 0.995, 0.998, 0.999)
 # MT: every layer keeps its top 0.03% of all prunable weights (80 of LeNet-300-100's 266,200),
@@ -225,9 +230,7 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
         ax.set_xticks(xs, [f"{s:g}" for s in sparsities])
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize="x-small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -284,11 +287,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             )
         )
     rows.sort(key=lambda r: (r["min_keep_fraction"], r["sparsity"], r["seed"]))
-    write_csv(args.out / "layer_collapse.csv", CSV_COLUMNS, rows)
     _plot(rows, args.out / "layer_collapse.png")
     table = markdown_table(rows)
-    (args.out / "layer_collapse.md").write_text(table + "\n")
-    print(table)
+    write_results(args.out, "layer_collapse", CSV_COLUMNS, rows, table)
     print(f"wrote {args.out}")
     return {"rows": rows, "table": table}
 

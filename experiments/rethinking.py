@@ -66,7 +66,7 @@ from configs import (  # noqa: E402
     vgg16_cifar10_l1_filter,
     vgg19_cifar10_slimming,
 )
-from experiments._common import check_seeds_and_epochs, write_csv  # noqa: E402
+from experiments._common import check_seeds_and_epochs, save_figure, write_results  # noqa: E402
 from jaxprune.training import train_and_evaluate  # noqa: E402
 
 # setting -> (config module, {pruning label: config argument})
@@ -203,9 +203,7 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
     )
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -251,11 +249,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     config, out / "runs" / f"{pruning}_{flow}_seed{seed}"
                 ).summary
                 rows.append(_row(args.setting, pruning, flow, seed, summary))
-    write_csv(out / "rethinking.csv", CSV_COLUMNS, rows)
-    table = format_table(rows)
-    (out / "rethinking.md").write_text(table + "\n")
     _plot(rows, out / "rethinking.png")
-    print(table)
+    table = format_table(rows)
+    write_results(out, "rethinking", CSV_COLUMNS, rows, table)
     print(f"wrote {out}")
     return {"rows": rows, "table": table}
 

@@ -73,7 +73,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from configs import lenet5_mnist_sanity, resnet32x2_cifar10_sanity, vgg19_cifar10_sanity  # noqa: E402
-from experiments._common import check_seeds_and_epochs, write_csv  # noqa: E402
+from experiments._common import check_seeds_and_epochs, save_figure, write_csv  # noqa: E402
 from jaxprune.training import train_and_evaluate  # noqa: E402
 
 SETTINGS = {
@@ -199,9 +199,7 @@ def _plot(rows: list[dict[str, Any]], variants: Sequence[str], title: str, path:
     )
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize="small", ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
