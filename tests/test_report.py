@@ -387,10 +387,8 @@ def test_gradual_window_scales_with_the_run():
 
 def test_effective_sparsity_experiment_writes_csv_and_plot(quick):
     tmp_path, result = _run(quick, "effective_sparsity")
-    with (tmp_path / "effective_sparsity.csv").open() as f:
-        reader = csv.DictReader(f)
-        rows = list(reader)
-    assert tuple(reader.fieldnames) == effective_sparsity.CSV_COLUMNS
+    columns, rows = _read_csv(tmp_path / "effective_sparsity.csv")
+    assert columns == effective_sparsity.CSV_COLUMNS
     assert [(r["quota"], r["seed"], float(r["target_compression"])) for r in rows] == [
         (quota, "0", c) for quota in ("uniform", "erk", "igq") for c in (10.0, 100.0)
     ]
@@ -459,10 +457,8 @@ def _lenet300_kernels(width: float) -> int:
 
 def test_smoke_run_writes_matched_rows_and_plot(quick):
     tmp_path, result = _run(quick, "large_sparse_small_dense")
-    with (tmp_path / "large_sparse_small_dense.csv").open() as f:
-        reader = csv.DictReader(f)
-        rows = list(reader)
-    assert tuple(reader.fieldnames) == lsd.CSV_COLUMNS
+    columns, rows = _read_csv(tmp_path / "large_sparse_small_dense.csv")
+    assert columns == lsd.CSV_COLUMNS
     assert [(r["model"], r["kind"], float(r["sparsity"]), r["seed"]) for r in rows] == [
         ("lenet300", "large_sparse", 0.9, "0"),
         ("lenet300", "small_dense", 0.9, "0"),
