@@ -236,14 +236,10 @@ def _on_one_device(leaves) -> bool:
     Concrete leaves say so by their sharding; traced leaves (under ``jax.jit``) only when the
     process has a single device at all (``_only_one_device``).
     """
-    for leaf in leaves:
-        if isinstance(leaf, jax.core.Tracer):
-            if not _only_one_device():
-                return False
-            continue
-        if not isinstance(leaf, jax.Array) or len(leaf.sharding.device_set) != 1:
-            return False
-    return True
+    concrete = [leaf for leaf in leaves if not isinstance(leaf, jax.core.Tracer)]
+    if len(concrete) < len(leaves) and not _only_one_device():
+        return False
+    return all(isinstance(x, jax.Array) and len(x.sharding.device_set) == 1 for x in concrete)
 
 
 @functools.partial(jax.jit, static_argnames=("with_floors", "method", "single_device"))
