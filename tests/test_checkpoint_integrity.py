@@ -14,7 +14,7 @@ import pytest
 
 from configs import lenet300_mnist_gmp
 from jaxprune import training
-from jaxprune.training import checkpoint, run_config, sharding
+from jaxprune.training import checkpoint, optim, run_config, sharding
 from jaxprune.training import state as state_lib
 
 # Orbax leaves the failed reads' coroutines to the garbage collector; their warnings are noise.
@@ -178,6 +178,26 @@ def test_no_carry_round_trip(tmp_path):
     assert ckpt.restore_carry(3) == {}
     ckpt.verify(3, _abstract(_state()))
     ckpt.close()
+
+
+def test_optimizer_state_of_another_layout_is_refused_by_name(ckdir):
+    """Same config and model, other optimizer-state layout (another version): a clear error."""
+    state = _state()
+    tx = optax.chain(optax.adam(None), optim.scale_by_phase_lr("cosine", 0.1, 10))
+    variables = {"params": jax.device_get(state.params), "batch_stats": {}}
+    other = state_lib.create_train_state(variables, tx, jax.random.PRNGKey(1), step=STEP)
+    ckpt = checkpoint.Checkpointer(ckdir, config=CONFIG)
+    try:
+        with pytest.raises(
+            checkpoint.CheckpointError,
+            match=r"checkpoints/5 holds an optimizer state of another layout \(13 arrays\) than "
+            r"this version of jaxprune builds for this config \(17 arrays\)",
+        ):
+            ckpt.restore_state(STEP, _abstract(other))
+        _assert_same(ckpt.restore_state(STEP, _abstract(state)), state)  # its own layout: fine
+    finally:
+        ckpt.close()
+        gc.collect()
 
 
 # ---- damage -----------------------------------------------------------------------------------

@@ -170,6 +170,12 @@ def names() -> list[str]:
 def magnitude(params: PyTree, **ctx) -> PyTree:
     """``|w|`` for every leaf (Global MP ranks these)."""
     del ctx
+    return _abs_tree(params)
+
+
+@jax.jit
+def _abs_tree(params: PyTree) -> PyTree:
+    """``|w|`` of every leaf in one program (eager ``jnp.abs`` compiles one per leaf shape)."""
     return jax.tree.map(jnp.abs, params)
 
 

@@ -284,8 +284,9 @@ def _like(mask: jax.Array, leaf: Any) -> jax.Array:
         return mask
     if sharding is None or not getattr(leaf, "committed", True):
         # An uncommitted leaf (placed by default) gets an uncommitted mask: a jitted step then
-        # sees the same argument kinds on every call, and compiles once.
-        return jnp.asarray(mask)
+        # sees the same argument kinds on every call, and compiles once. (device_put copies;
+        # jnp.asarray of a NumPy array would compile a program per shape.)
+        return jax.device_put(mask)
     if getattr(mask, "sharding", None) == sharding:
         return mask
     return jax.device_put(mask, sharding)
@@ -392,7 +393,7 @@ def global_mask(
                 f"(min_keep={min_keep!r} over {len(index)} layers) but sparsity {sparsity} keeps "
                 f"only n_keep={n_keep} of {total}"
             )
-        n_keep = jnp.int32(n_keep)
+        n_keep = np.int32(n_keep)  # a jnp scalar would compile a conversion program
     if not index:
         return _assemble(leaves, flags, treedef, {})
 
@@ -408,8 +409,8 @@ def global_mask(
         _check_no_sentinel(selected)
     chosen, nan = _global_select(
         selected,
-        jnp.asarray(n_keep, jnp.int32),
-        jnp.asarray(floors, jnp.int32),
+        n_keep if _is_traced(n_keep) else np.asarray(n_keep, np.int32),
+        np.asarray(floors, np.int32),
         floor_sum > 0,
         method,
         _on_one_device(selected),
@@ -462,7 +463,7 @@ def _layer_ks(values: list[Any], sizes: list[int]) -> jax.Array:
                 for v, n in zip(values, sizes, strict=True)
             ]
         )
-    return jnp.asarray([n_keep_for(v, n) for v, n in zip(values, sizes, strict=True)], jnp.int32)
+    return np.asarray([n_keep_for(v, n) for v, n in zip(values, sizes, strict=True)], np.int32)
 
 
 def layerwise_mask(

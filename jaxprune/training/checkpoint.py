@@ -424,6 +424,22 @@ class Checkpointer:
                     + "; ".join(problems)
                     + ". It belongs to another model/config; use another --workdir."
                 )
+        stored_opt = stored_tree.get("opt_state") if isinstance(stored_tree, dict) else None
+        if stored_opt is not None:
+            # Same config, other optimizer-state layout: written by another jaxprune version
+            # (its arrays' shapes, in any order, are not the ones this one builds; a dtype
+            # difference alone is named array by array after the read).
+            stored_arrays = sorted(shape for shape, _ in _shapes(stored_opt).values())
+            expected_arrays = sorted(
+                shape for shape, _ in _shapes(abstract_state.opt_state).values()
+            )
+            if stored_arrays != expected_arrays:
+                raise CheckpointError(
+                    f"checkpoint {where} holds an optimizer state of another layout "
+                    f"({len(stored_arrays)} arrays) than this version of jaxprune builds for "
+                    f"this config ({len(expected_arrays)} arrays): it was written by another "
+                    "version and cannot be resumed; start the run again in another --workdir."
+                )
 
     def _restore_item(self, step: int, item: str, abstract: PyTree | None) -> PyTree:
         where = self._where(step)

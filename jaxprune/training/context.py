@@ -84,6 +84,37 @@ def _all_finite(tree: PyTree) -> bool:
     return bool(_all_finite_on_device(tree))
 
 
+def run_keys(seed: int) -> dict[str, jax.Array]:
+    """The run's PRNG keys, a pure function of ``seed``, made by one compiled program.
+
+    * ``state``, ``prune``: ``jax.random.split(jax.random.PRNGKey(seed))`` (threefry): the train
+      state's key (dropout, data order) and the key of the pruning scores and random masks.
+    * ``init``: the key of the initial weights, ``jax.random.key(seed, impl="rbg")``. Weights are
+      drawn with the 'rbg' PRNG (XLA RngBitGenerator; its split/fold_in stay threefry):
+      compiling a threefry init of a ResNet takes ~10x longer on CPU. The initial weights remain
+      a pure function of the seed on a given backend.
+    * ``fresh``: ``fold_in(init, 1)``, the fresh weights of ``sanity.reinit`` and of the scratch
+      flows, a draw independent of the initial one.
+    * ``sanity``: ``fold_in(prune, 0x5A17)``, the key of the sanity checks' shuffles.
+
+    The same integer operations run eagerly would compile one program each (about 0.4 s on a
+    fresh cache); the keys are bit-identical.
+    """
+
+    def keys() -> dict[str, jax.Array]:
+        state, prune = jax.random.split(jax.random.PRNGKey(seed), 2)
+        init = jax.random.key(seed, impl="rbg")
+        return {
+            "state": state,
+            "prune": prune,
+            "init": init,
+            "fresh": jax.random.fold_in(init, 1),
+            "sanity": jax.random.fold_in(prune, 0x5A17),
+        }
+
+    return jax.jit(keys)()
+
+
 class RunContext:
     """Everything a flow may use while it builds the first state of a phase.
 
@@ -115,15 +146,11 @@ class RunContext:
         self.ckpt = checkpoint.Checkpointer(
             workdir / "checkpoints", keep=config.training.keep_checkpoints, config=self.config_dict
         )
-        root = jax.random.PRNGKey(config.seed)
-        self.state_key, self.prune_key = jax.random.split(root, 2)
-        # Weights are drawn with the 'rbg' PRNG (XLA RngBitGenerator; split/fold_in stay
-        # threefry): compiling a threefry init of a ResNet takes ~10x longer on CPU. The
-        # initial weights remain a pure function of the seed on a given backend.
-        self.init_key = jax.random.key(config.seed, impl="rbg")
-        # Fresh weights of sanity.reinit and of the scratch flows: a draw independent of init.
-        self.fresh_key = jax.random.fold_in(self.init_key, 1)
-        self.sample_input = jnp.zeros((1, *self.ds.input_shape), jnp.float32)
+        keys = run_keys(config.seed)
+        self.state_key, self.prune_key = keys["state"], keys["prune"]
+        self.init_key, self.fresh_key, self.sanity_key = keys["init"], keys["fresh"], keys["sanity"]
+        # (device_put of a host array: jnp.zeros would compile two programs)
+        self.sample_input = jax.device_put(np.zeros((1, *self.ds.input_shape), np.float32))
         self._init = jax.jit(lambda key: self.fns.init(key, self.sample_input))
         self.elapsed_before = 0.0
         self.start_time = time.time()
@@ -261,7 +288,7 @@ class RunContext:
         batch = corrupt.corrupt(
             batch, self.config.sanity.mask_data, self.config.seed, self.ds.num_classes
         )
-        batch = {k: jnp.asarray(v) for k, v in batch.items()}
+        batch = {k: jax.device_put(v) for k, v in batch.items()}  # a copy, no program
         order = None
         # Quotas that treat the first/last layer specially need the forward order of the
         # layers (names alone sort 'BasicBlock_0/...' before the stem 'Conv_0').
@@ -289,7 +316,7 @@ class RunContext:
             self.config.sanity,
             variables,
             masks,
-            key=jax.random.fold_in(self.prune_key, 0x5A17),
+            key=self.sanity_key,
             init_fn=self._init,
             fresh_key=self.fresh_key,
             prunable=prune.prunable_spec(self.config.pruning),

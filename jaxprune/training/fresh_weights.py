@@ -47,7 +47,8 @@ def sanity_edits(
     Returns:
       ``(variables, masks)`` after the edits (numpy bool masks).
     """
-    key_masks, key_weights = jax.random.split(key)
+    if block.shuffle_layerwise or block.shuffle_weights:  # (an eager split compiles programs)
+        key_masks, key_weights = jax.random.split(key)
     params = variables["params"]
     if block.shuffle_layerwise:
         masks = sanity.shuffle_layerwise(key_masks, masks, prunable=prunable)

@@ -12,17 +12,26 @@ ordinary forward pass).
 
 import dataclasses
 import inspect
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
 import jax
 import ml_collections
-from flax import nnx
 
 from jaxprune import import_path, models
 
 PyTree = Any
+
+
+def _loaded_nnx() -> Any:
+    """``flax.nnx`` if this process has imported it, else None.
+
+    ``flax.nnx`` takes about 0.3 s to import and zoo models are Linen: it is imported only for an
+    NNX model, and a class or module can only be NNX if its author imported ``flax.nnx``.
+    """
+    return sys.modules.get("flax.nnx")
 
 
 def _builds_nnx(factory: Callable[..., Any]) -> bool:
@@ -31,7 +40,8 @@ def _builds_nnx(factory: Callable[..., Any]) -> bool:
     A factory that only has ``**kwargs`` is a Linen factory: it is called without ``rngs``.
     """
     if isinstance(factory, type):
-        return issubclass(factory, nnx.Module)
+        nnx = _loaded_nnx()
+        return nnx is not None and issubclass(factory, nnx.Module)
     try:
         parameters = inspect.signature(factory).parameters
     except (TypeError, ValueError):
@@ -59,6 +69,8 @@ def build_module(block: ml_collections.ConfigDict, num_classes: int) -> nn.Modul
         )
     factory = import_path.load(block.name, "model.name")
     if _builds_nnx(factory):
+        from flax import nnx  # noqa: PLC0415 - only for NNX models (see _loaded_nnx)
+
         return nnx.bridge.ToLinen(
             factory, kwargs={"num_classes": num_classes, **kwargs}
         )  # NNX: built inside Linen init/apply
@@ -72,7 +84,8 @@ def build_module(block: ml_collections.ConfigDict, num_classes: int) -> nn.Modul
 
 
 def _takes_train(module: nn.Module) -> bool:
-    if isinstance(module, nnx.bridge.ToLinen):
+    nnx = _loaded_nnx()
+    if nnx is not None and isinstance(module, nnx.bridge.ToLinen):
         abstract = nnx.eval_shape(
             lambda: module.nnx_class(*module.args, **module.kwargs, rngs=nnx.Rngs(0))
         )
