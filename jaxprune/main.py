@@ -17,7 +17,9 @@ locked workdir); 130 / 143 stopped by SIGINT / SIGTERM after saving a checkpoint
 same command to resume).
 """
 
+import atexit
 import logging as std_logging
+import os
 import sys
 
 import jax
@@ -73,6 +75,22 @@ def _fail(code: int, message: str) -> None:
     sys.exit(code)
 
 
+def _exit_now() -> None:
+    """Ends a finished single-process run without the interpreter's teardown (exit code 0).
+
+    Everything the run writes is on disk when ``train_and_evaluate`` returns (checkpoints
+    waited for, metrics and TensorBoard files closed, summary and plots written atomically).
+    The ``atexit`` hooks still run, with the user's and the libraries' (logging flushes its
+    handlers in one); only the interpreter's finalization is skipped: freeing every module and
+    the XLA client, about 0.4 s of a LeNet run that changes nothing on disk. Runs of several
+    processes exit normally, so that their hooks leave the coordination service in order.
+    """
+    atexit._run_exitfuncs()  # noqa: SLF001 - the hooks sys.exit would run, in the same order
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def main(argv):
     """Runs ``training.train_and_evaluate`` on the parsed config."""
     if len(argv) > 1:
@@ -106,6 +124,8 @@ def main(argv):
         if not (FLAGS.workdir or "").strip():
             raise ValueError("--workdir is empty; give the run directory")
         training.train_and_evaluate(config, FLAGS.workdir, restart=FLAGS.restart)
+        if jax.process_count() == 1:
+            _exit_now()
     except runner.RunInterrupted as stopped:
         print(f"jaxprune: {stopped}", file=sys.stderr)
         sys.exit(stopped.exit_code)
