@@ -214,8 +214,10 @@ def plot_accuracy_vs_sparsity(
         names = [f"{f.split('.')[-1]}={v}" for f, v in zip(others, key, strict=True)]
         label = ", ".join(names) or "accuracy"
         ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=label)
-    ax.set_xscale("log")
     ticks = sorted({x for line in ax.get_lines() for x in line.get_xdata()})
+    if len(ticks) == 1:  # one sparsity: a range around it (a log axis cannot span one point)
+        ax.set_xlim(ticks[0] / 1.5, ticks[0] * 1.5)
+    ax.set_xscale("log")
     ax.set_xticks(ticks)
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda x, _: ""))
     ax.xaxis.set_major_formatter(
