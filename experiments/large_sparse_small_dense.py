@@ -14,6 +14,7 @@ is scaled with the run length as in the base config (warm-up to 1000/9360 of the
 to 6000/9360, 20 mask updates). Writes into ``--out``:
 
 * ``large_sparse_small_dense.csv``: one row per (kind, sparsity, seed);
+* ``large_sparse_small_dense.md``: the table printed at the end (mean ± std over seeds);
 * ``large_sparse_small_dense.png``: test accuracy vs nonzero parameters (log x);
 * ``runs/``: the run directories (summary, metrics, plots; a rerun of the same command resumes).
 
@@ -56,7 +57,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from configs import lenet300_mnist_gradual  # noqa: E402
-from experiments._common import check_seeds_and_epochs, mean_std, save_figure, write_csv  # noqa: E402
+from experiments._common import (  # noqa: E402
+    check_seeds_and_epochs,
+    mean_std,
+    save_figure,
+    write_results,
+)
 from jaxprune.models import get_model  # noqa: E402
 from jaxprune.models.width import count_params, matching_width  # noqa: E402
 from jaxprune.training import train_and_evaluate  # noqa: E402
@@ -284,10 +290,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     "seed": seed,
                 }
             )
-    write_csv(args.out / "large_sparse_small_dense.csv", CSV_COLUMNS, rows)
-    _plot(rows, args.model, args.out / "large_sparse_small_dense.png")
     table = format_table(rows)
-    print(table)
+    write_results(args.out, "large_sparse_small_dense", CSV_COLUMNS, rows, table)
+    _plot(rows, args.model, args.out / "large_sparse_small_dense.png")
     print(f"wrote {args.out}")
     return {"rows": rows, "table": table}
 

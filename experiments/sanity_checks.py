@@ -14,8 +14,9 @@ sparsity and each seed this trains the sparse net of ``flow='prune_at_init'`` fo
 If a method's masks are no better than their layerwise-shuffled or random-label versions, the
 method only learns layerwise sparsities, which is Su et al.'s finding for SNIP and GraSP.
 
-Writes into ``--out``: ``sanity_checks.csv`` (one row per run), ``sanity_checks.png`` (grouped
-bars: mean test accuracy per variant and sparsity, error bars = std over seeds) and ``runs/``
+Writes into ``--out``: ``sanity_checks.csv`` (one row per run), ``sanity_checks.md`` (the table
+printed at the end), ``sanity_checks.png`` (grouped bars: mean test accuracy per variant and
+sparsity, error bars = std over seeds) and ``runs/``
 (every run's directory; rerunning the same command resumes and reuses finished runs).
 
     python experiments/sanity_checks.py --method snip --sparsities 0.9 0.98 --seeds 2
@@ -73,7 +74,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from configs import lenet5_mnist_sanity, resnet32x2_cifar10_sanity, vgg19_cifar10_sanity  # noqa: E402
-from experiments._common import check_seeds_and_epochs, save_figure, write_csv  # noqa: E402
+from experiments._common import check_seeds_and_epochs, save_figure, write_results  # noqa: E402
 from jaxprune.training import train_and_evaluate  # noqa: E402
 
 SETTINGS = {
@@ -264,12 +265,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         "test_accuracy": float(summary["test_accuracy"]),
                     }
                 )
-    write_csv(out / "sanity_checks.csv", CSV_COLUMNS, rows)
     title = f"{args.method} on {args.setting}: sanity checks"
-    _plot(rows, variants, title, out / "sanity_checks.png")
     table = format_table(rows, variants)
-    print(f"{title} (test accuracy %, mean ± std over seeds (n))")
-    print(table)
+    heading = f"{title} (test accuracy %, mean ± std over seeds (n))"
+    write_results(out, "sanity_checks", CSV_COLUMNS, rows, f"{heading}\n\n{table}")
+    _plot(rows, variants, title, out / "sanity_checks.png")
     print(f"wrote {out}")
     return {"rows": rows, "table": table}
 

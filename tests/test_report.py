@@ -427,6 +427,9 @@ def test_sanity_checks_smoke_writes_csv_plot_and_table(quick):
     for row, returned in zip(rows, result["rows"], strict=True):
         assert float(row["test_accuracy"]) == pytest.approx(returned["test_accuracy"])
     assert "shuffle_layerwise" in result["table"] and "s=0.9" in result["table"]
+    written = (tmp_path / "sanity_checks.md").read_text()
+    assert written.startswith("snip on lenet5: sanity checks (test accuracy %")
+    assert written.strip().endswith(result["table"])
     image = matplotlib.image.imread(tmp_path / "sanity_checks.png")
     assert image.shape[0] > 100 and image.shape[1] > 100
 
@@ -483,3 +486,4 @@ def test_smoke_run_writes_matched_rows_and_plot(quick):
     image = matplotlib.image.imread(tmp_path / "large_sparse_small_dense.png")
     assert image.shape[0] > 100 and image.shape[1] > 100
     assert "0.90" in result["table"] and "26,620" in result["table"]
+    assert (tmp_path / "large_sparse_small_dense.md").read_text().strip() == result["table"]
