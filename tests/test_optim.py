@@ -9,8 +9,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from jaxprune import models
-from jaxprune.training import optim, steps
+from configs import lenet300_mnist_gmp
+from jaxprune import models, training
+from jaxprune.training import context, optim, steps
 from jaxprune.training import state as state_lib
 
 
@@ -144,3 +145,38 @@ def test_phases_with_other_rates_and_lengths_share_one_program():
         state = state_lib.create_train_state(variables, tx, jax.random.PRNGKey(1))
         baked.append(jax.jit(steps.train_step_fn(model.apply, tx)).lower(state, batch).as_text())
     assert baked[0] != baked[1]
+
+
+def _smoke_run(tmp_path, name, monkeypatch, *, share=True, finetune_schedule="cosine"):
+    """A LeNet-300-100 prune_finetune smoke run; returns (train steps built, result)."""
+    built = []
+    original = context.RunContext.train_step_fn
+    monkeypatch.setattr(
+        context.RunContext,
+        "train_step_fn",
+        lambda self, index, tx: (built.append(index), original(self, index, tx))[1],
+    )
+    if not share:
+        monkeypatch.setattr(context.RunContext, "train_step_key", lambda self, i, s: None)
+    config = lenet300_mnist_gmp.get_config("smoke")
+    config.finetune.lr_schedule = finetune_schedule
+    result = training.train_and_evaluate(config, tmp_path / name)
+    monkeypatch.undo()
+    return built, result
+
+
+def _leaves_bits(result):
+    return [np.asarray(x).tobytes() for x in jax.tree.leaves((result.variables, result.masks))]
+
+
+def test_dense_and_finetune_phases_share_one_jitted_step_bit_identically(tmp_path, monkeypatch):
+    """The fine-tuning phase reuses the dense phase's step; the run equals one that does not."""
+    built, shared = _smoke_run(tmp_path, "shared", monkeypatch)
+    assert built == [0]  # phase 1 (finetune: other lr, other length) built no step of its own
+    built, separate = _smoke_run(tmp_path, "separate", monkeypatch, share=False)
+    assert built == [0, 1]
+    assert _leaves_bits(shared) == _leaves_bits(separate)
+    assert shared.summary["test_accuracy"] == separate.summary["test_accuracy"]
+    # A 'step' schedule bakes its numbers into the program: that phase builds its own.
+    built, _ = _smoke_run(tmp_path, "step_schedule", monkeypatch, finetune_schedule="step")
+    assert built == [0, 1]

@@ -14,6 +14,7 @@ later, e.g. the lottery rewind weights) as one more Orbax item.
 
 import dataclasses
 import functools
+import json
 import math
 import time
 from pathlib import Path
@@ -362,6 +363,33 @@ class RunContext:
             learning_rate=phase.learning_rate,
             lr_schedule=phase.lr_schedule,
             total_steps=phase.num_steps,
+        )
+
+    def train_step_key(self, index: int, state: state_lib.TrainState) -> tuple | None:
+        """What phase ``index``'s train step depends on, when phases can share it (else None).
+
+        Two phases with equal keys trace to the same program: the same model functions, no
+        regularizer, the same ``config.training`` block and schedule kind with its numbers in
+        the optimizer state (``optim.scale_by_phase_lr``), and states of one structure, shapes,
+        dtypes and shardings. A warm-up, a 'step' schedule (numbers baked in) or the dense
+        phase of a structured run (slimming's penalty) gives None: such a phase builds its own.
+        The key holds the model functions' ``id``; the caller keeps them alive with the step.
+        """
+        phase = self.phases[index]
+        training = self.config.training
+        if training.warmup_steps > 0 or phase.lr_schedule not in optim.STATE_SCHEDULES:
+            return None
+        if self.structured and phase.name == "dense":
+            return None
+        leaves, structure = jax.tree.flatten(state)
+        placed = jax.tree.leaves(sharding.state_shardings(state, self.mesh))
+        return (
+            id(self.active),
+            phase.lr_schedule,
+            json.dumps(run_config.config_to_dict(training), sort_keys=True, default=str),
+            structure,
+            tuple((np.shape(x), str(x.dtype)) for x in leaves),
+            tuple(placed),
         )
 
     def train_step_fn(self, index: int, tx: optax.GradientTransformation) -> Any:

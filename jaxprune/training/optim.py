@@ -54,6 +54,10 @@ def make_schedule(
     return optax.join_schedules([warmup, main], [warmup_steps])
 
 
+# Schedules whose numbers ``scale_by_phase_lr`` keeps in the optimizer state (without warm-up).
+STATE_SCHEDULES = ("constant", "cosine")
+
+
 class PhaseLrState(NamedTuple):
     """State of ``scale_by_phase_lr``: the phase's step count and its schedule's numbers.
 
@@ -98,7 +102,7 @@ def scale_by_phase_lr(
     Returns:
       An optax transformation multiplying updates by ``-schedule(count)``.
     """
-    if warmup_steps > 0 or name not in ("constant", "cosine"):
+    if warmup_steps > 0 or name not in STATE_SCHEDULES:
         return optax.scale_by_learning_rate(
             make_schedule(name, learning_rate, total_steps, warmup_steps)
         )

@@ -95,6 +95,8 @@ class Runner:
         self.interrupted: int | None = None
         # Per-step train metrics since the last log line (kept in checkpoint meta for resume).
         self.window: list[dict[str, Any]] = []
+        # Jitted train steps by ctx.train_step_key, shared by phases that run the same program.
+        self.train_steps: dict[tuple, tuple[Any, Any]] = {}
         if config.init_from:
             source = init_from.load(config.init_from, config, self.ctx)
             self.ctx.start_variables = source.variables
@@ -139,17 +141,36 @@ class Runner:
             ctx.save(phase.start, state, index)
         return state
 
+    def jitted_train_step(self, index: int, state, tx) -> Any:
+        """Phase ``index``'s jitted train step, the earlier phase's when they are the same.
+
+        A flow that keeps the default ``Flow.train_step`` shares the step of an earlier phase
+        with an equal ``ctx.train_step_key``: the program is the same (the schedule's numbers
+        live in the state), so the phase neither traces nor compiles it again (about 2 s of a
+        ResNet-20 prune-and-fine-tune run).
+        """
+        ctx = self.ctx
+        key = None
+        if type(self.flow).train_step is flows.Flow.train_step:
+            key = ctx.train_step_key(index, state)
+        if key is not None and key in self.train_steps:
+            return self.train_steps[key][1]
+        step = sharding.jit_train_step(
+            self.flow.train_step(ctx, index, tx),
+            ctx.mesh,
+            sharding.state_shardings(state, ctx.mesh),
+        )
+        if key is not None:  # the model functions stay referenced: their id is in the key
+            self.train_steps[key] = (ctx.active, step)
+        return step
+
     def run_phase(self, index: int, state, progress: tqdm.tqdm):
         """Trains phase ``index`` from ``state.step`` to its end; evaluates at the end."""
         ctx, cfg = self.ctx, self.config.training
         phase = ctx.phases[index]
         tx, schedule = ctx.optimizer(index)
         logged_lr = jax.jit(schedule)  # evaluated per log line: one program, not one per op
-        train_step = sharding.jit_train_step(
-            self.flow.train_step(ctx, index, tx),
-            ctx.mesh,
-            sharding.state_shardings(state, ctx.mesh),
-        )
+        train_step = self.jitted_train_step(index, state, tx)
         if progress.total != ctx.phases[-1].end:  # Scratch-B re-planned the phase
             progress.total = ctx.phases[-1].end
             progress.refresh()
