@@ -409,7 +409,7 @@ def global_mask(
         _check_no_sentinel(selected)
     chosen, nan = _global_select(
         selected,
-        n_keep if _is_traced(n_keep) else np.asarray(n_keep, np.int32),
+        n_keep,  # int32: traced from the sparsity, or np.int32
         np.asarray(floors, np.int32),
         floor_sum > 0,
         method,

@@ -71,10 +71,6 @@ class PhaseLrState(NamedTuple):
     numbers: dict[str, jax.Array]
 
 
-def _f32(x) -> np.float32:
-    return np.float32(x)
-
-
 def scale_by_phase_lr(
     name: str, learning_rate: float, total_steps: int, warmup_steps: int = 0
 ) -> optax.GradientTransformation:
@@ -106,15 +102,15 @@ def scale_by_phase_lr(
         return optax.scale_by_learning_rate(
             make_schedule(name, learning_rate, total_steps, warmup_steps)
         )
-    lr = _f32(learning_rate)
+    lr = np.float32(learning_rate)
     if name == "constant":
         numbers = {"scale": -lr}
     else:
-        steps = _f32(max(total_steps, 1))
+        steps = np.float32(max(total_steps, 1))
         numbers = {
-            "scale": _f32(-0.5) * lr,
+            "scale": np.float32(-0.5) * lr,
             "steps": steps,
-            "rate": _f32(np.pi) * (_f32(1) / steps),
+            "rate": np.float32(np.pi) * (np.float32(1) / steps),
         }
 
     def init_fn(params):
