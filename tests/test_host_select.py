@@ -248,3 +248,26 @@ def test_host_masks_reach_jax_without_a_copy():
     (mask,), _ = host_select.top_k_masks([x], [0], [100])
     assert mask.ctypes.data % 64 == 0
     assert np.shares_memory(np.asarray(jax.device_put(mask)), mask)
+
+
+def test_a_missed_bracket_is_widened_before_the_whole_group_is_read(monkeypatch):
+    # A first bracket of zero standard deviations (+-2 sample ranks) misses for most k; the wider
+    # retry holds, so the whole group is never copied. The masks stay exact either way.
+    monkeypatch.setattr(host_select, "SAMPLE_SIZE", 256)
+    monkeypatch.setattr(host_select, "_BRACKET_SIGMAS", (0.0, 12.0))
+    leaves = [
+        np.random.default_rng(4).standard_normal(s).astype(np.float32) for s in [(40, 50), (3000,)]
+    ]
+    brackets, fallbacks = [], []
+    real_bracket, real_whole = host_select._bracket, host_select._whole_group
+    monkeypatch.setattr(
+        host_select, "_bracket", lambda *a: brackets.append(a[2]) or real_bracket(*a)
+    )
+    monkeypatch.setattr(
+        host_select, "_whole_group", lambda *a: fallbacks.append(1) or real_whole(*a)
+    )
+    for k in [3, 700, 2500, 4999]:
+        got, _ = host_select.top_k_masks(leaves, [0, 0], [k])
+        for g, w in zip(got, oracle_top_k(leaves, [0, 0], [k]), strict=True):
+            np.testing.assert_array_equal(g, w)
+    assert 12.0 in brackets and fallbacks == []
