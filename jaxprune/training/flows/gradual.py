@@ -64,10 +64,9 @@ class Gradual(Flow):
             "image": jax.ShapeDtypeStruct((2, *ctx.ds.input_shape), "float32"),
             "label": jax.ShapeDtypeStruct((2,), "int32"),
         }
+        apply_fn = _eval_apply(ctx)  # concrete: built outside the trace, not inside it
         prechecks.trace_check(
-            lambda p, s, b: mask_fn(
-                p, s, key=jax.random.PRNGKey(0), batch=b, apply_fn=_eval_apply(ctx)
-            ),
+            lambda p, s, b: mask_fn(p, s, key=jax.random.PRNGKey(0), batch=b, apply_fn=apply_fn),
             params,
             jax.ShapeDtypeStruct((), "int32"),
             batch,
