@@ -181,11 +181,15 @@ class RunContext:
             return self.start_variables
         return self.init_variables()
 
+    def init_host_variables(self) -> PyTree:
+        """Host copy of :meth:`init_variables`, computed once per run."""
+        if not hasattr(self, "_init_host_variables"):
+            self._init_host_variables = jax.device_get(self.init_variables())
+        return self._init_host_variables
+
     def init_params(self) -> PyTree:
-        """Host copy of the initial params (scores' ``init_params``), cached."""
-        if not hasattr(self, "_init_params"):
-            self._init_params = jax.device_get(self.init_variables())["params"]
-        return self._init_params
+        """Host copy of the initial params (scores' ``init_params``)."""
+        return self.init_host_variables()["params"]
 
     @staticmethod
     def variables_of(state: state_lib.TrainState) -> PyTree:
@@ -350,7 +354,7 @@ class RunContext:
         if self.phases[index].name != "dense":
             return None
         return channel_pruning.slimming_penalty(
-            self.config.structured, self.model, jax.device_get(self.init_variables())
+            self.config.structured, self.model, self.init_host_variables()
         )
 
     # ---- training -----------------------------------------------------------------------

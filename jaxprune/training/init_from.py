@@ -109,7 +109,7 @@ def load(spec: str, config: ml_collections.ConfigDict, ctx: Any) -> Source:
     variables = jax.device_get(
         {"params": restored["params"], "batch_stats": restored.get("batch_stats") or {}}
     )
-    expected = jax.device_get(ctx.init_variables())
+    expected = ctx.init_host_variables()
     expected = {"params": expected["params"], "batch_stats": expected.get("batch_stats", {})}
     ours = jax.tree_util.tree_flatten_with_path(expected)[0]
     theirs = dict(jax.tree_util.tree_flatten_with_path(variables)[0])

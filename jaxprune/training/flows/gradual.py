@@ -20,8 +20,7 @@ _UPDATE_KEYS = ("mask_updated", "target_sparsity", "kept")
 
 def _eval_apply(ctx):
     """The model in eval mode with its initial BatchNorm statistics (shapes are what matter)."""
-    variables = jax.device_get(ctx.init_variables())
-    return ctx.fns.eval_apply(variables.get("batch_stats", {}))
+    return ctx.fns.eval_apply(ctx.init_host_variables().get("batch_stats", {}))
 
 
 @register
@@ -58,7 +57,7 @@ class Gradual(Flow):
                 f"pruning.schedule.begin_step={block.begin_step} must be < "
                 f"end_step={block.end_step} for a polynomial schedule"
             )
-        params = jax.device_get(ctx.init_params())
+        params = ctx.init_params()
         mask_fn = self._mask_fn(ctx, end)
         batch = {
             "image": jax.ShapeDtypeStruct((2, *ctx.ds.input_shape), "float32"),
@@ -77,7 +76,7 @@ class Gradual(Flow):
     def _mask_fn(ctx, num_steps):
         pruning = ctx.config.pruning
         schedule = ctx.sparsity_schedule
-        params = jax.device_get(ctx.init_params())
+        params = ctx.init_params()
         order = None
         if pruning.selection == "layerwise":
             order = jp.layer_order(_eval_apply(ctx), params, ctx.sample_input)
